@@ -1,0 +1,39 @@
+"""Shared fixtures: small generated data sets, built once per test session."""
+import os
+import os.path as osp
+
+import pytest
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def shapes_det_root(tmp_path_factory):
+    """A tiny COCO-format detection set (8 train / 4 val images, 128 px)."""
+    from mokd_det.datasets import ShapesConfig, generate_coco_detection
+    root = str(tmp_path_factory.mktemp('shapes_det'))
+    generate_coco_detection(
+        root, num_train=8, num_val=4, seed=0,
+        cfg=ShapesConfig(img_size=(128, 128), objects_per_image=(1, 3),
+                         scale_mix=(0.2, 0.6, 0.2)),
+        progress=False)
+    return root
+
+
+@pytest.fixture(scope='session')
+def shapes_cls_root(tmp_path_factory):
+    """A tiny ImageNet-style classification set (32 train / 8 val, 32 px)."""
+    from mokd_det.datasets import (ShapesConfig,
+                                   generate_imagenet_classification)
+    root = str(tmp_path_factory.mktemp('shapes_cls'))
+    generate_imagenet_classification(
+        root, num_train=32, num_val=8, seed=0,
+        cfg=ShapesConfig(img_size=(32, 32)), progress=False)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _repo_cwd(monkeypatch):
+    """Configs use repo-relative paths (configs/..., data/...)."""
+    monkeypatch.chdir(REPO_ROOT)
+    os.environ.setdefault('OMP_NUM_THREADS', '2')

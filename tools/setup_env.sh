@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Creates (or refreshes) the project's virtual environment: the pinned dev stack
+# of requirements/dev.txt, mmcv 2.1.0 built from source with its compiled ops,
+# and mokd_det installed in editable mode.
+#
+# Idempotent: a stamp in the venv records a hash of every input (this script,
+# the requirement files, setup.py); when nothing changed the script exits at
+# once. The mmcv wheel is built once per machine and cached in
+# $MOKD_CACHE (default ~/.cache/mokd_det), so a rebuilt venv installs it in
+# seconds.
+#
+# Environment:
+#   MOKD_VENV   where the venv lives (default: <repo>/.venv)
+#   MOKD_CACHE  where the built mmcv wheel is cached (default: ~/.cache/mokd_det)
+#   PYTHON      interpreter for the venv (default: python3.11, else python3)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${MOKD_VENV:-$ROOT/.venv}
+CACHE=${MOKD_CACHE:-$HOME/.cache/mokd_det}
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+
+# mmcv 2.1.0 is published on PyPI as a source distribution only.
+MMCV_VERSION=2.1.0
+MMCV_URL=https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz
+MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
+
+cd "$ROOT"
+stamp_value=$(cat tools/setup_env.sh requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)
+stamp_file=$VENV/.mokd_setup_stamp
+if [[ -f $stamp_file && $(cat "$stamp_file") == "$stamp_value" ]]; then
+    echo "[setup] $VENV is up to date"
+    exit 0
+fi
+
+start=$(date +%s)
+log() { echo "[setup $(( $(date +%s) - start ))s] $*"; }
+
+if [[ ! -x $VENV/bin/python ]]; then
+    log "creating venv $VENV with $PYTHON"
+    "$PYTHON" -m venv "$VENV"
+fi
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+
+log "installing torch and torchvision"
+pip install -q -r requirements/torch.txt
+
+torch_tag=$("$VENV/bin/python" -c 'import torch; print(torch.__version__.replace("+", "_"))')
+wheel_dir=$CACHE/mmcv-$MMCV_VERSION-torch$torch_tag
+mmcv_wheel=$(ls "$wheel_dir"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n 1 || true)
+if [[ -z $mmcv_wheel ]]; then
+    log "building mmcv $MMCV_VERSION with ops against torch $torch_tag (takes ~8 minutes on 2 cores)"
+    build=$(mktemp -d)
+    trap 'rm -rf "$build"' EXIT
+    curl -fsSL -o "$build/mmcv.tar.gz" "$MMCV_URL"
+    echo "$MMCV_SHA256  $build/mmcv.tar.gz" | sha256sum -c --quiet
+    tar xzf "$build/mmcv.tar.gz" -C "$build"
+    # torch >= 2.14's headers need C++20; mmcv's setup.py hard-codes c++14/17.
+    sed -i 's/-std=c++14/-std=c++20/g; s/-std=c++17/-std=c++20/g' \
+        "$build/mmcv-$MMCV_VERSION/setup.py"
+    # mmcv's setup.py imports pkg_resources, removed in setuptools 70+: build
+    # with an older setuptools, then restore the pinned one below.
+    pip install -q 'setuptools<70' wheel ninja
+    mkdir -p "$wheel_dir"
+    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
+        pip wheel -q --no-build-isolation --no-deps -w "$wheel_dir" "$build/mmcv-$MMCV_VERSION"
+    mmcv_wheel=$(ls "$wheel_dir"/mmcv-$MMCV_VERSION-*.whl | head -n 1)
+fi
+log "installing $(basename "$mmcv_wheel") and the pinned dev set"
+pip install -q "$mmcv_wheel" -r requirements/dev.txt
+pip install -q --no-deps --no-build-isolation -e .
+
+# Fail here, not in the first test, when the ops are missing.
+"$VENV/bin/python" - <<'EOF'
+import mmcv, mmdet, mmpretrain, torch
+from mmcv.ops import nms, RoIAlign  # noqa: F401  compiled ops present
+import mokd_det  # noqa: F401
+print(f'[setup] torch {torch.__version__}, mmcv {mmcv.__version__} (ops), '
+      f'mmdet {mmdet.__version__}, mmpretrain {mmpretrain.__version__}')
+EOF
+echo "$stamp_value" > "$stamp_file"
+log "done"
