@@ -50,10 +50,17 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-# --- model: from scratch (no model hub here), so nothing frozen -------------
+# --- model: from scratch (no model hub here), so nothing frozen; a lighter
+# FPN and head (128 channels, 2 convs; the stock has 256 and 4) so that an
+# iteration takes under a second on a 2-core CPU ----------------------------
 model = dict(
     backbone=dict(frozen_stages=-1, norm_eval=False, init_cfg=None),
-    bbox_head=dict(num_classes=len(metainfo['classes'])))
+    neck=dict(out_channels=128),
+    bbox_head=dict(
+        num_classes=len(metainfo['classes']),
+        in_channels=128,
+        feat_channels=128,
+        stacked_convs=2))
 
 # --- schedule: minutes on a CPU ---------------------------------------------
 max_epochs = 12
@@ -69,7 +76,7 @@ param_scheduler = [
         gamma=0.1)
 ]
 optim_wrapper = dict(
-    optimizer=dict(lr=0.02), clip_grad=dict(max_norm=35, norm_type=2))
+    optimizer=dict(lr=0.01), clip_grad=dict(max_norm=35, norm_type=2))
 auto_scale_lr = dict(base_batch_size=8)
 default_hooks = dict(
     logger=dict(interval=10),
