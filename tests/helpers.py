@@ -42,3 +42,61 @@ def retarget_detection_data(cfg: Config, data_root: str, work_dir: str,
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.randomness = dict(seed=0)
     return cfg
+
+
+# stock mmdet configs of each detector family the distiller supports
+DET_FAMILIES = {
+    'retinanet': 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py',
+    'fcos': 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
+    'atss': 'mmdet::atss/atss_r50_fpn_1x_coco.py',
+    'gfl': 'mmdet::gfl/gfl_r50_fpn_1x_coco.py',
+    'faster_rcnn': 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+}
+
+
+def small_detector(model: dict, width: int = 64, num_classes: int = 6):
+    """Shrinks a stock detector dict in place (ResNet-18, ``width``-channel
+    FPN and heads, from scratch) so that a CPU step takes a fraction of a
+    second; the architecture family is unchanged."""
+    model.backbone.update(depth=18, init_cfg=None, frozen_stages=-1,
+                          norm_eval=False)
+    model.neck.update(in_channels=[64, 128, 256, 512], out_channels=width)
+    if 'bbox_head' in model:
+        model.bbox_head.update(num_classes=num_classes, in_channels=width,
+                               feat_channels=width, stacked_convs=1)
+    if 'rpn_head' in model:
+        model.rpn_head.update(in_channels=width, feat_channels=width)
+        roi = model.roi_head
+        roi.bbox_roi_extractor.out_channels = width
+        roi.bbox_head.update(in_channels=width, fc_out_channels=128,
+                             num_classes=num_classes)
+        model.train_cfg.rcnn.sampler.num = 64
+        model.train_cfg.rpn.sampler.num = 64
+        model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
+    model.test_cfg.get('rcnn', model.test_cfg).score_thr = 0.0
+    return model
+
+
+def retarget_classification_data(cfg: Config, data_root: str, work_dir: str,
+                                 batch_size: int = 8) -> Config:
+    """Points an mmpretrain ImageNet config at a generated shapes set
+    (32 px images: no resizing), single-process loading."""
+    classes = [c[0] for c in CLASSES[:6]]
+    train = [dict(type='LoadImageFromFile'),
+             dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+             dict(type='PackInputs')]
+    test = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+    for split, pipeline in (('train', train), ('val', test), ('test', test)):
+        loader = cfg[f'{split}_dataloader']
+        loader.update(batch_size=batch_size, num_workers=0,
+                      persistent_workers=False)
+        ann_split = 'train' if split == 'train' else 'val'
+        loader.dataset = dict(
+            type='ImageNet', data_root=data_root, split='',
+            ann_file=f'meta/{ann_split}.txt', data_prefix=ann_split,
+            classes=classes, pipeline=pipeline)
+    cfg.data_preprocessor.num_classes = len(classes)
+    cfg.work_dir = work_dir
+    cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
+    cfg.randomness = dict(seed=0)
+    return cfg

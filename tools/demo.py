@@ -23,7 +23,8 @@ METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s',
 
 # (name, config): trained in this order
 RUNS = [
-    ('RetinaNet R18 (scratch)', 'configs/quickstart/retinanet_r18_fpn_shapes.py'),
+    ('RetinaNet R18 (scratch)',
+     'configs/quickstart/retinanet_r18_fpn_shapes.py'),
 ]
 
 

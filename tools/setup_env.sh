@@ -40,7 +40,12 @@ if [[ ! -x $VENV/bin/python ]]; then
     log "creating venv $VENV with $PYTHON"
     "$PYTHON" -m venv "$VENV"
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+# pip, minus the warnings about this machine's extra (file://) index entries
+pip() {
+    "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 |
+        { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+    return "${PIPESTATUS[0]}"
+}
 
 log "installing torch and torchvision"
 pip install -q -r requirements/torch.txt
@@ -49,7 +54,7 @@ torch_tag=$("$VENV/bin/python" -c 'import torch; print(torch.__version__.replace
 wheel_dir=$CACHE/mmcv-$MMCV_VERSION-torch$torch_tag
 mmcv_wheel=$(ls "$wheel_dir"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n 1 || true)
 if [[ -z $mmcv_wheel ]]; then
-    log "building mmcv $MMCV_VERSION with ops against torch $torch_tag (takes ~8 minutes on 2 cores)"
+    log "building mmcv $MMCV_VERSION with ops against torch $torch_tag (about 13 minutes on 2 cores)"
     build=$(mktemp -d)
     trap 'rm -rf "$build"' EXIT
     curl -fsSL -o "$build/mmcv.tar.gz" "$MMCV_URL"

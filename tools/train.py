@@ -6,8 +6,9 @@ beyond ``custom_imports = dict(imports=['mokd_det'])`` to be portable to
 plain mmdet tools.
 
 Examples:
-    python tools/train.py configs/quickstart/retinanet_r18_shapes.py
-    python tools/train.py CONFIG --amp --resume --cfg-options train_cfg.max_epochs=2
+    python tools/train.py configs/quickstart/retinanet_r18_fpn_shapes.py
+    python tools/train.py CONFIG --amp --resume \
+        --cfg-options train_cfg.max_epochs=2
     bash tools/dist_train.sh CONFIG 8
 """
 import argparse

@@ -1,11 +1,11 @@
 from .checkpoint import (MMENGINE_CHECKPOINT_TYPES, UnsafeCheckpointError,
                          allow_checkpoint_types, allowed_checkpoint_types,
                          install_safe_checkpoint_loader, safe_torch_load)
-from .config import enable_amp, enable_auto_scale_lr
+from .config import enable_amp, enable_auto_scale_lr, load_config
 
 __all__ = [
     'MMENGINE_CHECKPOINT_TYPES', 'UnsafeCheckpointError',
     'allow_checkpoint_types', 'allowed_checkpoint_types',
     'install_safe_checkpoint_loader', 'safe_torch_load', 'enable_amp',
-    'enable_auto_scale_lr'
+    'enable_auto_scale_lr', 'load_config'
 ]

@@ -1,4 +1,6 @@
-"""Config edits behind the command-line flags of ``tools/train.py``."""
+"""Config loading and the edits behind ``tools/train.py``'s flags."""
+import os.path as osp
+
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
@@ -45,3 +47,24 @@ def enable_auto_scale_lr(cfg: Config) -> None:
             '--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=N) '
             'in the config (mmdet::_base_/schedules/*.py define it).')
     cfg.auto_scale_lr.enable = True
+
+
+def load_config(path: str) -> Config:
+    """``Config.fromfile`` that also takes ``'pkg::path'`` (a config shipped
+    inside an installed package, e.g. ``'mmdet::retinanet/...py'``), as
+    ``_base_`` does.
+
+    Raises:
+        FileNotFoundError: The config does not exist; the message says where
+            it was looked for.
+    """
+    resolved = path
+    if '::' in path:
+        resolved, _ = Config._get_cfg_path(path, '')
+    if not osp.isfile(resolved):
+        where = f' (resolved to {resolved})' if resolved != path else ''
+        raise FileNotFoundError(
+            f'config {path!r} not found{where}; relative paths are resolved '
+            'from the working directory, "mmdet::..." from the installed '
+            'package')
+    return Config.fromfile(resolved)

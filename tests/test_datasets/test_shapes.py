@@ -1,5 +1,4 @@
 import filecmp
-import json
 import os.path as osp
 
 import numpy as np

@@ -1,7 +1,6 @@
 """End to end: the quickstart config (inheriting mmdet's stock RetinaNet R18)
 trains through the real mmengine Runner on generated data, evaluates with
 CocoMetric (pycocotools), saves and resumes exactly; the CLI tools work."""
-import glob
 import os.path as osp
 import pickle
 import subprocess

@@ -1,0 +1,345 @@
+"""The teacher-student model shared by the detection and classification
+distillers.
+
+A distiller wraps a student (any mmdet detector / mmpretrain classifier
+built from its stock config dict, unchanged) and a frozen teacher, and adds
+distillation terms. Each term names a student tap and a teacher tap (see
+:mod:`mokd_det.distillers.taps`), an optional neck that maps the pair into a
+common space, and a loss:
+
+.. code-block:: python
+
+    distill_losses=dict(
+        fpn=dict(type='FeatureMSELoss', student='neck', teacher='neck',
+                 neck=dict(type='SubspaceProjectionNeck')),
+        cls=dict(type='LogitKDLoss', student='bbox_head:0',
+                 teacher='bbox_head:0', temperature=2.0))
+
+Loss groups (see :mod:`mokd_det.distillers.loss_groups`): ``loss()`` returns
+the student's losses as ``task.<name>`` and each term as
+``distill.<term>``; ``parse_losses`` attaches the group totals to the loss
+for the multi-objective optim wrappers.
+
+The teacher (contract 5 of the design):
+
+* is built from a config path, ``pkg::path`` or inline model dict and
+  loaded strictly (:mod:`mokd_det.distillers.teacher`);
+* is frozen (``requires_grad=False``, eval mode, run under ``no_grad``);
+* is **not a registered submodule**: it stays out of ``parameters()`` (so
+  out of the optimizer), out of DDP and out of every checkpoint. ``to()``,
+  ``cuda()``, ``half()`` reach it through :meth:`_apply`, and ``train()``
+  never switches it out of eval mode.
+
+State dict: ``student.*`` (the student), ``distill_necks.*`` and
+``distill_losses.*`` (the distillation modules). A checkpoint of the student
+alone (``tools/export_student.py``, ``ExportStudentHook``, or a plain mmdet
+checkpoint) loads into the distiller's student: ``load_from`` works with it.
+
+Everything is validated when the model is built: tap paths (closest module
+names on a miss), class counts of teacher and student, and the channels of
+feature terms (probed with a dummy forward), so configuration mistakes fail
+before the first iteration.
+"""
+import copy
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.model import BaseModel
+from mmengine.registry import MODELS, Registry
+from torch import Tensor, nn
+
+from .loss_groups import DISTILL, TASK, parse_grouped_losses
+from .taps import Tap, TapRecorder, find_module
+from .teacher import build_teacher
+
+_TERM_KEYS = ('student', 'teacher', 'neck')
+
+
+class DistillTerm:
+    """A parsed distillation term: taps, optional neck, loss (the modules
+    live in the distiller's ModuleDicts under the same name)."""
+
+    def __init__(self, name: str, student: Tap, teacher: Tap):
+        self.name = name
+        self.student = student
+        self.teacher = teacher
+
+
+class BaseDistiller(BaseModel):
+    """Teacher-student model base; subclasses fix the model family.
+
+    Subclasses set :attr:`model_registry` (where student and teacher types
+    live), :attr:`feature_prefixes` (module path prefixes computed by
+    ``extract_feat``, probed at build time) and implement
+    :meth:`run_teacher_heads` (the teacher forward after ``extract_feat`` that
+    the teacher taps need) and :meth:`num_classes`.
+
+    Args:
+        student: The student's model dict (e.g. ``_base_.model``).
+        teacher: ``dict(config=... | model=..., checkpoint=...,
+            cfg_options=...)``.
+        distill_losses: Term name -> dict(type=<loss>, student=<tap>,
+            teacher=<tap>, neck=<neck dict, optional>, **loss args); taps
+            default to :attr:`default_tap` (``'neck'``: the FPN outputs of
+            a detector). Defaults to no terms (the student trains alone).
+        data_preprocessor: Defaults to the student's; when given as a dict
+            (a config's top-level ``data_preprocessor``, which the Runner
+            passes to the model) the student gets it too.
+        probe_input_size: ``(H, W)`` of the dummy batch used to check tapped
+            feature channels at build time. Defaults to (128, 128).
+        init_cfg: Initialisation config. Defaults to None.
+    """
+    model_registry: Registry = MODELS
+    feature_prefixes: Tuple[str, ...] = ('backbone', 'neck')
+    default_tap: str = 'neck'
+
+    def __init__(self,
+                 student: dict,
+                 teacher: dict,
+                 distill_losses: Optional[Dict[str, dict]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 probe_input_size: Tuple[int, int] = (128, 128),
+                 init_cfg: Optional[dict] = None):
+        if data_preprocessor is not None and \
+                not isinstance(data_preprocessor, nn.Module):
+            # the Runner injects a config's top-level data_preprocessor into
+            # the distiller (mmpretrain configs): the student gets it too
+            student = dict(student)
+            student.setdefault('data_preprocessor', data_preprocessor)
+        student_model = self.model_registry.build(student)
+        if data_preprocessor is None:
+            data_preprocessor = student_model.data_preprocessor
+        super().__init__(data_preprocessor=data_preprocessor,
+                         init_cfg=init_cfg)
+        self.student = student_model
+        # hidden from nn.Module registration: see the module docstring
+        object.__setattr__(self, 'teacher', build_teacher(
+            teacher, self.model_registry))
+        self._check_num_classes()
+
+        self.terms: List[DistillTerm] = []
+        self.distill_losses = nn.ModuleDict()
+        self.distill_necks = nn.ModuleDict()
+        loss_cfgs = copy.deepcopy(dict(distill_losses or {}))
+        for name, cfg in loss_cfgs.items():
+            self.terms.append(self._parse_term(name, cfg))
+        self.student_taps = TapRecorder(
+            self.student,
+            [t.student for t in self.terms] + self.extra_student_taps(),
+            'student')
+        self.teacher_taps = TapRecorder(
+            self.teacher, [t.teacher for t in self.terms], 'teacher')
+        self._build_term_modules(loss_cfgs, probe_input_size)
+        self._register_load_state_dict_pre_hook(self._student_only_hook)
+
+    # ------------------------------------------------------------------ build
+    def _parse_term(self, name: str, cfg: dict) -> DistillTerm:
+        if '.' in name:
+            raise ValueError(f'distill term name {name!r} must not contain '
+                             '"."; it becomes the log key distill.<name>')
+        if 'type' not in cfg:
+            raise KeyError(f'distill term {name!r} needs `type` (its loss)')
+        term = DistillTerm(
+            name, Tap.parse(cfg.get('student', self.default_tap)),
+            Tap.parse(cfg.get('teacher', self.default_tap)))
+        find_module(self.student, term.student.path, f'student ({name})')
+        find_module(self.teacher, term.teacher.path, f'teacher ({name})')
+        return term
+
+    def extra_student_taps(self) -> List[Tap]:
+        """Taps the distiller itself needs (e.g. the student's RoIs)."""
+        return []
+
+    def _is_feature_tap(self, tap: Tap) -> bool:
+        return tap.path.split('.')[0] in self.feature_prefixes
+
+    @torch.no_grad()
+    def _probe_features(self, size: Tuple[int, int]) -> Dict[str, Tuple]:
+        """Shapes of the feature taps of student and teacher on a dummy
+        batch (eval mode, so no BN statistics change)."""
+        x = torch.randn(2, 3, *size)
+        shapes = {}
+        was_training = self.student.training
+        self.student.eval()
+        try:
+            for role, model, taps in (('student', self.student,
+                                       self.student_taps),
+                                      ('teacher', self.teacher,
+                                       self.teacher_taps)):
+                with taps.recording():
+                    model.extract_feat(x)
+                    for term in self.terms:
+                        tap = getattr(term, role)
+                        if self._is_feature_tap(tap):
+                            shapes[role, term.name] = _shapes(taps.get(tap))
+                taps.clear()
+        finally:
+            self.student.train(was_training)
+        return shapes
+
+    def _build_term_modules(self, loss_cfgs: Dict[str, dict],
+                            probe_input_size: Tuple[int, int]) -> None:
+        shapes = self._probe_features(probe_input_size) if any(
+            self._is_feature_tap(t.student) for t in self.terms) else {}
+        for term in self.terms:
+            cfg = dict(loss_cfgs[term.name])
+            for key in _TERM_KEYS:
+                cfg.pop(key, None)
+            neck_cfg = loss_cfgs[term.name].get('neck')
+            s_shapes = shapes.get(('student', term.name))
+            t_shapes = shapes.get(('teacher', term.name))
+            if neck_cfg is not None:
+                neck_cfg = dict(neck_cfg)
+                if s_shapes and t_shapes:
+                    neck_cfg.setdefault('student_channels', s_shapes[0][1])
+                    neck_cfg.setdefault('teacher_channels', t_shapes[0][1])
+                    neck_cfg.setdefault('num_levels', len(s_shapes))
+                self.distill_necks[term.name] = MODELS.build(neck_cfg)
+            elif s_shapes and t_shapes:
+                _check_same_channels(term, s_shapes, t_shapes)
+            loss = MODELS.build(cfg)
+            self._resolve_logit_loss(term, loss)
+            self.distill_losses[term.name] = loss
+
+    def _resolve_logit_loss(self, term: DistillTerm, loss: nn.Module) -> None:
+        """Fills ``activation='auto'`` and dense ``channels`` of logit losses
+        from the tapped student head."""
+        if getattr(loss, 'activation', None) != 'auto':
+            return
+        head = find_module(self.student, term.student.path, 'student')
+        activation, channels = head_activation(head)
+        loss.activation = activation
+        if getattr(loss, 'channels', 'absent') is None:
+            loss.channels = channels
+
+    def _check_num_classes(self) -> None:
+        s, t = self.num_classes(self.student), self.num_classes(self.teacher)
+        if s is not None and t is not None and s != t:
+            raise ValueError(
+                f'teacher predicts {t} classes, student {s}: distillation '
+                'needs the same label space. Set num_classes of the teacher '
+                '(teacher.cfg_options) or use a teacher trained on the '
+                "student's classes.")
+
+    @staticmethod
+    def num_classes(model: nn.Module) -> Optional[int]:
+        """The number of classes ``model`` predicts (None if unknown)."""
+        return None
+
+    # ------------------------------------------------------- nn.Module glue
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True) -> 'BaseDistiller':
+        super().train(mode)
+        self.teacher.eval()  # the teacher is frozen in eval mode, always
+        return self
+
+    def _student_only_hook(self, state_dict, prefix, *args) -> None:
+        """Lets ``load_from`` take a student-only checkpoint: when no key
+        belongs to the distiller's own layout, all keys are the student's."""
+        own = (f'{prefix}student.', f'{prefix}distill_necks.',
+               f'{prefix}distill_losses.', f'{prefix}data_preprocessor.')
+        keys = [k for k in state_dict if k.startswith(prefix)]
+        if keys and not any(k.startswith(own) for k in keys):
+            for k in keys:
+                state_dict[f'{prefix}student.{k[len(prefix):]}'] = \
+                    state_dict.pop(k)
+
+    # --------------------------------------------------------------- forward
+    def forward(self, inputs, data_samples=None, mode: str = 'tensor'):
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        # predict / tensor: the student alone, as a plain model would
+        return self.student(inputs, data_samples, mode=mode)
+
+    def teacher_inputs(self, inputs: Tensor) -> Tensor:
+        """The batch as the teacher's preprocessor would have produced it
+        (the student's preprocessor made ``inputs``): mean/std and channel
+        order are converted when the two preprocessors differ."""
+        s, t = self.data_preprocessor, self.teacher.data_preprocessor
+        s_norm = getattr(s, '_enable_normalize', False)
+        t_norm = getattr(t, '_enable_normalize', False)
+        x = inputs
+        if s_norm or t_norm:
+            if s_norm:
+                x = x * s.std + s.mean
+            if getattr(s, '_channel_conversion', False) != \
+                    getattr(t, '_channel_conversion', False):
+                x = x.flip(1)
+            if t_norm:
+                x = (x - t.mean.to(x)) / t.std.to(x)
+        return x
+
+    def run_teacher_heads(self, feats: Any) -> None:
+        """Runs the teacher parts after ``extract_feat`` that its taps need
+        (under ``no_grad``, taps recording). Subclasses override."""
+
+    def loss(self, inputs: Tensor, data_samples) -> Dict[str, Tensor]:
+        """Task losses (``task.*``) plus one ``distill.<term>`` per term."""
+        with self.student_taps.recording(), self.teacher_taps.recording():
+            with torch.no_grad():
+                feats = self.teacher.extract_feat(self.teacher_inputs(inputs))
+            task = self.student.loss(inputs, data_samples)
+            with torch.no_grad():
+                self.run_teacher_heads(feats)
+            losses = {f'{TASK}.{k}': v for k, v in task.items()}
+            for term in self.terms:
+                student = self.student_taps.get(term.student)
+                teacher = self.teacher_taps.get(term.teacher)
+                if term.name in self.distill_necks:
+                    student, teacher = self.distill_necks[term.name](
+                        student, teacher)
+                losses[f'{DISTILL}.{term.name}'] = \
+                    self.distill_losses[term.name](student, teacher)
+        self.student_taps.clear()
+        self.teacher_taps.clear()
+        return losses
+
+    def parse_losses(self, losses):
+        return parse_grouped_losses(losses)
+
+    # ------------------------------------------------------------ export
+    def student_state_dict(self) -> Dict[str, Tensor]:
+        """The student's weights under its own (plain model) keys."""
+        return self.student.state_dict()
+
+
+def head_activation(head: nn.Module) -> Tuple[str, Optional[int]]:
+    """The activation (``'sigmoid'``/``'softmax'``) and classes per prior of
+    a classification head: mmdet dense heads (``use_sigmoid_cls``,
+    ``cls_out_channels``), mmdet RoI box heads (``loss_cls.use_sigmoid``),
+    mmpretrain heads (softmax; sigmoid for multi-label heads)."""
+    if hasattr(head, 'use_sigmoid_cls'):
+        return ('sigmoid' if head.use_sigmoid_cls else 'softmax',
+                head.cls_out_channels)
+    loss_cls = getattr(head, 'loss_cls', None)
+    if loss_cls is not None and hasattr(loss_cls, 'use_sigmoid'):
+        return ('sigmoid' if loss_cls.use_sigmoid else 'softmax', None)
+    if 'MultiLabel' in type(head).__name__:
+        return 'sigmoid', None
+    return 'softmax', None
+
+
+def _shapes(value: Any) -> List[Tuple[int, ...]]:
+    if isinstance(value, Tensor):
+        return [tuple(value.shape)]
+    if isinstance(value, Sequence) and all(
+            isinstance(v, Tensor) for v in value):
+        return [tuple(v.shape) for v in value]
+    raise TypeError(f'a feature tap must give a tensor or a sequence of '
+                    f'tensors, got {type(value).__name__}')
+
+
+def _check_same_channels(term: DistillTerm, s_shapes, t_shapes) -> None:
+    s_ch = [s[1] for s in s_shapes]
+    t_ch = [t[1] for t in t_shapes]
+    if len(s_ch) != len(t_ch) or s_ch != t_ch:
+        raise ValueError(
+            f'distill term {term.name!r}: student tap "{term.student}" has '
+            f'channels {s_ch}, teacher tap "{term.teacher}" has {t_ch}. '
+            'Add a neck that maps both into one space, e.g. '
+            "neck=dict(type='SubspaceProjectionNeck'), or tap features "
+            'with matching channels.')

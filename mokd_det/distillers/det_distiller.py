@@ -1,0 +1,74 @@
+"""Teacher-student distiller for MMDetection detectors."""
+from typing import Any, List, Optional
+
+from mmdet.registry import MODELS as MMDET_MODELS
+from mmengine.registry import MODELS
+from torch import nn
+
+from .base import BaseDistiller
+from .taps import Tap
+
+# the student's RoIs, recorded as the inputs of its RoI feature extractor
+_ROI_TAP = Tap('roi_head.bbox_roi_extractor', inputs=True)
+
+
+@MODELS.register_module()
+class DetDistiller(BaseDistiller):
+    """Distils an mmdet detector (the student) from another (the teacher).
+
+    One-stage dense detectors (RetinaNet, FCOS, ATSS, GFL, ...) and two-stage
+    detectors (Faster R-CNN, ...) work alike. The teacher runs what its taps
+    need:
+
+    * ``extract_feat`` (backbone and neck) always;
+    * its dense head (``bbox_head``) on its own features, when a teacher tap
+      lies under ``bbox_head`` (logit KD on per-prior class scores);
+    * its RoI box head on **the student's sampled RoIs**, when a teacher tap
+      lies under ``roi_head`` (logit KD on RoI classification), so that both
+      classify the same boxes.
+
+    ``predict``/``tensor`` (validation, testing) run the student alone, so the
+    evaluation reports the student's COCO mAP.
+
+    Args:
+        student: The student detector's model dict, unchanged.
+        teacher: ``dict(config='mmdet::...' | path, checkpoint=...)`` or
+            ``dict(model=<model dict>, checkpoint=...)``.
+        distill_losses: See :class:`BaseDistiller`.
+        **kwargs: See :class:`BaseDistiller`.
+
+    Examples:
+        >>> model = dict(
+        ...     type='DetDistiller',
+        ...     student=_base_.model,
+        ...     teacher=dict(
+        ...         config='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
+        ...         checkpoint='checkpoints/retinanet_r101.pth'),
+        ...     distill_losses=dict(
+        ...         fpn=dict(type='FeatureMSELoss', student='neck',
+        ...                  teacher='neck',
+        ...                  neck=dict(type='SubspaceProjectionNeck'))))
+    """
+    model_registry = MMDET_MODELS
+
+    def extra_student_taps(self) -> List[Tap]:
+        if self._needs('roi_head'):
+            return [_ROI_TAP]
+        return []
+
+    def _needs(self, prefix: str) -> bool:
+        return any(t.teacher.path.split('.')[0] == prefix for t in self.terms)
+
+    def run_teacher_heads(self, feats: Any) -> None:
+        if self._needs('bbox_head'):
+            self.teacher.bbox_head(feats)
+        if self._needs('roi_head'):
+            _, rois = self.student_taps.get(_ROI_TAP)[:2]
+            self.teacher.roi_head._bbox_forward(feats, rois)
+
+    @staticmethod
+    def num_classes(model: nn.Module) -> Optional[int]:
+        head = getattr(model, 'bbox_head', None)
+        if head is None and getattr(model, 'roi_head', None) is not None:
+            head = getattr(model.roi_head, 'bbox_head', None)
+        return getattr(head, 'num_classes', None)

@@ -1,0 +1,99 @@
+"""Loss groups: the one place where a distiller's losses are split into
+objectives.
+
+A distiller's ``loss()`` returns keys ``'<group>.<name>'``:
+
+* ``task.<name>``: the student's own losses, names unchanged from mmdet /
+  mmpretrain (``task.loss_cls``, ``task.loss_bbox``, ``task.loss_rpn_cls``);
+* ``distill.<name>``: one entry per distillation term (``distill.fpn``);
+* more groups where a method needs them (any other prefix).
+
+:func:`parse_grouped_losses` (the distillers' ``parse_losses``) reduces them
+as mmengine does, logs every term, the per-group totals (``loss_task``,
+``loss_distill``) and the total ``loss``, and attaches the group totals to
+the returned total loss tensor. The attachment is how the groups reach an
+optim wrapper on both of mmengine's paths: ``BaseModel.train_step`` and
+``MMDistributedDataParallel.train_step`` both call ``parse_losses`` and hand
+its tensor to ``optim_wrapper.update_params``. A plain ``OptimWrapper``
+ignores the attachment and trains on the sum; a multi-objective wrapper reads
+it with :func:`get_loss_groups`.
+
+Which entries count: in the task group, keys containing ``'loss'`` (mmdet's
+convention: ``task.acc`` is logged, not optimised); in every other group,
+all entries.
+"""
+from collections import OrderedDict
+from typing import Dict, Mapping, Tuple
+
+import torch
+from mmengine.utils import is_list_of
+from torch import Tensor
+
+TASK = 'task'
+DISTILL = 'distill'
+_ATTR = '_mokd_loss_groups'
+
+
+def split_key(key: str) -> Tuple[str, str]:
+    """``'distill.fpn'`` -> ``('distill', 'fpn')``; ungrouped keys belong to
+    the task group."""
+    group, sep, name = key.partition('.')
+    return (group, name) if sep else (TASK, key)
+
+
+def _reduce(name: str, value) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.mean()
+    if is_list_of(value, Tensor):
+        return sum(v.mean() for v in value)
+    raise TypeError(f'{name} is not a tensor or list of tensors')
+
+
+def parse_grouped_losses(
+        losses: Mapping[str, object]) -> Tuple[Tensor, Dict[str, Tensor]]:
+    """Reduces grouped losses; returns the total (with the groups attached)
+    and the log variables."""
+    log_vars: Dict[str, Tensor] = OrderedDict()
+    groups: Dict[str, Tensor] = OrderedDict()
+    for key, value in losses.items():
+        value = _reduce(key, value)
+        log_vars[key] = value
+        group, name = split_key(key)
+        if group != TASK or 'loss' in name:
+            groups[group] = groups[group] + value if group in groups \
+                else value
+    if not groups:
+        raise ValueError(f'no losses to optimise among {list(losses)}')
+    total = sum(groups.values())
+    out = OrderedDict(loss=total)
+    out.update((f'loss_{g}', v) for g, v in groups.items())
+    out.update(log_vars)
+    attach_loss_groups(total, groups)
+    return total, out
+
+
+def attach_loss_groups(loss: Tensor, groups: Mapping[str, Tensor]) -> None:
+    """Attaches the per-group totals to the total loss tensor."""
+    setattr(loss, _ATTR, OrderedDict(groups))
+
+
+def get_loss_groups(loss: Tensor) -> Dict[str, Tensor]:
+    """The per-group totals attached to ``loss``.
+
+    Raises:
+        TypeError: The loss carries no groups: the model is not a distiller
+            (or its ``parse_losses`` does not group).
+    """
+    groups = getattr(loss, _ATTR, None)
+    if groups is None:
+        raise TypeError(
+            'this optim wrapper balances loss groups, but the model did not '
+            'group its losses. Use a mokd_det distiller (DetDistiller, '
+            'ClsDistiller) as the model, or a model whose parse_losses calls '
+            'mokd_det.distillers.parse_grouped_losses; for plain training '
+            "use optim_wrapper=dict(type='OptimWrapper').")
+    return groups
+
+
+def is_grouped(loss: torch.Tensor) -> bool:
+    return hasattr(loss, _ATTR)

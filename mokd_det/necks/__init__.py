@@ -1,0 +1,3 @@
+from .subspace import OrthogonalProjection, SubspaceProjectionNeck
+
+__all__ = ['OrthogonalProjection', 'SubspaceProjectionNeck']

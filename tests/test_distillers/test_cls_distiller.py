@@ -1,0 +1,61 @@
+"""ClsDistiller end to end on an mmpretrain ImageNet config."""
+import copy
+import os.path as osp
+
+import torch
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+from mokd_det.utils import load_config, safe_torch_load
+from tests.helpers import retarget_classification_data
+
+RESNET18 = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'
+
+
+def small_classifier(model, base_channels):
+    model.backbone.update(depth=18, base_channels=base_channels)
+    model.head.update(num_classes=6, in_channels=base_channels * 8)
+    return model
+
+
+def test_resnet_distillation_through_the_runner(shapes_cls_root, tmp_path):
+    from mmpretrain.registry import MODELS
+    cfg = load_config(RESNET18)
+    retarget_classification_data(cfg, shapes_cls_root, str(tmp_path))
+    cfg.train_cfg = dict(by_epoch=True, max_epochs=1, val_interval=1)
+    cfg.param_scheduler = []
+    cfg.val_evaluator = cfg.test_evaluator = dict(type='Accuracy',
+                                                  topk=(1, ))
+    student = small_classifier(cfg.model, 16)
+    teacher = small_classifier(copy.deepcopy(cfg.model), 32)
+    teacher_cfg = copy.deepcopy(teacher)
+    teacher_cfg.data_preprocessor = cfg.data_preprocessor
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        torch.save(dict(state_dict=MODELS.build(teacher_cfg).state_dict()),
+                   str(tmp_path / 'teacher.pth'))
+    cfg.model = dict(
+        type='ClsDistiller', student=student,
+        teacher=dict(model=teacher, checkpoint=str(tmp_path / 'teacher.pth')),
+        distill_losses=dict(
+            kd=dict(type='LogitKDLoss', student='head', teacher='head',
+                    temperature=4.0),
+            feat=dict(type='PKDLoss', student='neck', teacher='neck',
+                      neck=dict(type='SubspaceProjectionNeck'))))
+    cfg.custom_hooks = [dict(type='ExportStudentHook')]
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    before = {k: v.clone() for k, v in model.teacher.state_dict().items()}
+    runner.train()
+    assert runner.iter == 4  # 32 images, batch 8
+    assert model.distill_losses['kd'].activation == 'softmax'
+    assert model.distill_necks['feat'].dim == 512  # 2 * max(128, 256)
+    for k, v in model.teacher.state_dict().items():
+        assert torch.equal(v, before[k])
+    logged = runner.message_hub.log_scalars
+    assert {'train/task.loss', 'train/distill.kd', 'train/distill.feat',
+            'train/loss_task', 'train/loss_distill'} <= set(logged)
+    metrics = runner.val_loop.run()
+    assert 0 <= metrics['accuracy/top1'] <= 100
+    state = safe_torch_load(osp.join(str(tmp_path),
+                                     'student_epoch_1.pth'))['state_dict']
+    assert state.keys() == model.student.state_dict().keys()
