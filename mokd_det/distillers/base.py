@@ -130,6 +130,10 @@ class BaseDistiller(BaseModel):
         self.teacher_taps = TapRecorder(
             self.teacher, [t.teacher for t in self.terms], 'teacher')
         self._build_term_modules(loss_cfgs, probe_input_size)
+        #: keep the teacher's outputs of the last loss() for a reuse
+        #: (set by MoKDAmortizedHook); not state, not saved
+        self.cache_teacher = False
+        self._teacher_cache = None
         self._register_load_state_dict_pre_hook(self._student_only_hook)
 
     # ------------------------------------------------------------------ build
@@ -273,18 +277,43 @@ class BaseDistiller(BaseModel):
                 x = (x - t.mean.to(x)) / t.std.to(x)
         return x
 
-    def run_teacher_heads(self, feats: Any) -> None:
+    def run_teacher_heads(self, feats: Any, reused: bool = False) -> None:
         """Runs the teacher parts after ``extract_feat`` that its taps need
-        (under ``no_grad``, taps recording). Subclasses override."""
+        (under ``no_grad``, taps recording). With ``reused``, the records of
+        the parts that depend only on the input were restored from the
+        cache: run only what depends on the student. Subclasses override."""
 
-    def loss(self, inputs: Tensor, data_samples) -> Dict[str, Tensor]:
-        """Task losses (``task.*``) plus one ``distill.<term>`` per term."""
+    #: Teacher taps whose values depend on the student's forward (not only
+    #: on the input), so they are never reused; see :meth:`loss`.
+    student_dependent_prefix: Optional[str] = None
+
+    def loss(self, inputs: Tensor, data_samples,
+             reuse_teacher: bool = False) -> Dict[str, Tensor]:
+        """Task losses (``task.*``) plus one ``distill.<term>`` per term.
+
+        Args:
+            inputs: The preprocessed batch.
+            data_samples: Its data samples.
+            reuse_teacher: Reuse the teacher's outputs of the previous call
+                (same batch, frozen teacher: the same values) instead of
+                running it again. Needs :attr:`cache_teacher` set before that
+                call. Defaults to False.
+        """
+        reuse = reuse_teacher and self._teacher_cache is not None
         with self.student_taps.recording(), self.teacher_taps.recording():
-            with torch.no_grad():
-                feats = self.teacher.extract_feat(self.teacher_inputs(inputs))
+            if reuse:
+                feats, records = self._teacher_cache
+                self.teacher_taps.restore(records)
+            else:
+                with torch.no_grad():
+                    feats = self.teacher.extract_feat(
+                        self.teacher_inputs(inputs))
             task = self.student.loss(inputs, data_samples)
             with torch.no_grad():
-                self.run_teacher_heads(feats)
+                self.run_teacher_heads(feats, reused=reuse)
+            if self.cache_teacher and not reuse:
+                self._teacher_cache = (feats, self.teacher_taps.snapshot(
+                    exclude_prefix=self.student_dependent_prefix))
             losses = {f'{TASK}.{k}': v for k, v in task.items()}
             for term in self.terms:
                 student = self.student_taps.get(term.student)

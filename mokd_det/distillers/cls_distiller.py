@@ -48,8 +48,9 @@ class ClsDistiller(BaseDistiller):
         self.model_registry = _mmpretrain_models()
         super().__init__(*args, **kwargs)
 
-    def run_teacher_heads(self, feats: Any) -> None:
-        if any(t.teacher.path.split('.')[0] == 'head' for t in self.terms):
+    def run_teacher_heads(self, feats: Any, reused: bool = False) -> None:
+        if not reused and any(t.teacher.path.split('.')[0] == 'head'
+                              for t in self.terms):
             self.teacher.head(feats)
 
     @staticmethod

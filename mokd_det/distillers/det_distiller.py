@@ -59,8 +59,10 @@ class DetDistiller(BaseDistiller):
     def _needs(self, prefix: str) -> bool:
         return any(t.teacher.path.split('.')[0] == prefix for t in self.terms)
 
-    def run_teacher_heads(self, feats: Any) -> None:
-        if self._needs('bbox_head'):
+    student_dependent_prefix = 'roi_head'  # runs on the student's RoIs
+
+    def run_teacher_heads(self, feats: Any, reused: bool = False) -> None:
+        if self._needs('bbox_head') and not reused:
             self.teacher.bbox_head(feats)
         if self._needs('roi_head'):
             _, rois = self.student_taps.get(_ROI_TAP)[:2]

@@ -123,6 +123,22 @@ class TapRecorder:
         """Drops the records (and the tensors they keep alive)."""
         self._records = {}
 
+    def snapshot(self, exclude_prefix: Optional[str] = None
+                 ) -> Dict[Tap, List[Any]]:
+        """A copy of the current records, without the taps under
+        ``exclude_prefix``."""
+        return {
+            tap: list(calls)
+            for tap, calls in self._records.items()
+            if exclude_prefix is None or
+            tap.path.split('.')[0] != exclude_prefix
+        }
+
+    def restore(self, records: Dict[Tap, List[Any]]) -> None:
+        """Puts snapshot records back (inside :meth:`recording`)."""
+        for tap, calls in records.items():
+            self._records[tap] = list(calls)
+
 
 def _index(output: Any, tap: Tap, role: str) -> Any:
     if not isinstance(output, Sequence) or tap.index >= len(output):

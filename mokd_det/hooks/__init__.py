@@ -1,4 +1,10 @@
 from .export_student import ExportStudentHook
+from .mkd_meta import MKDMetaHook
+from .mokd_amortized import MoKDAmortizedHook
+from .recompute import RecomputeHook, norm_stats_kept
 from .teacher_eval import TeacherEvalHook
 
-__all__ = ['ExportStudentHook', 'TeacherEvalHook']
+__all__ = [
+    'ExportStudentHook', 'MKDMetaHook', 'MoKDAmortizedHook', 'RecomputeHook',
+    'TeacherEvalHook', 'norm_stats_kept'
+]

@@ -1,7 +1,8 @@
 from .feature import ChannelWiseDivergence, FeatureMSELoss, PKDLoss
 from .logit_kd import LogitKDLoss, flatten_logits
+from .temperature import MetaTemperature
 
 __all__ = [
     'ChannelWiseDivergence', 'FeatureMSELoss', 'PKDLoss', 'LogitKDLoss',
-    'flatten_logits'
+    'flatten_logits', 'MetaTemperature'
 ]

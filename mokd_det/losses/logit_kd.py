@@ -16,6 +16,10 @@ Inputs may be:
 
 The loss is summed over classes and averaged over all vectors (all levels
 together), so it does not grow with the number of priors.
+
+With a learnable :class:`~mokd_det.losses.MetaTemperature` (MKD), teacher and
+student logits are divided by their own temperatures tau_t and tau_s, and the
+factor T^2 becomes tau_t * tau_s (equal to T^2 when they coincide).
 """
 from typing import List, Optional, Sequence, Union
 
@@ -50,24 +54,32 @@ def flatten_logits(logits: Logits, channels: Optional[int]) -> Tensor:
     return torch.cat(rows) if len(rows) > 1 else rows[0]
 
 
-def softmax_kd(student: Tensor, teacher: Tensor, temperature) -> Tensor:
-    """Mean over rows of KL(softmax(t/T) || softmax(s/T)) * T^2."""
-    t_log = F.log_softmax(teacher / temperature, dim=-1)
-    s_log = F.log_softmax(student / temperature, dim=-1)
+def softmax_kd(student: Tensor, teacher: Tensor, tau_s, tau_t) -> Tensor:
+    """Mean over rows of KL(softmax(t/tau_t) || softmax(s/tau_s)), times
+    tau_t * tau_s (Hinton's T^2 when both are T)."""
+    t_log = F.log_softmax(teacher / tau_t, dim=-1)
+    s_log = F.log_softmax(student / tau_s, dim=-1)
     kl = (t_log.exp() * (t_log - s_log)).sum(-1)
-    return kl.mean() * temperature**2
+    return (kl * _scale(tau_s, tau_t)).mean()
 
 
-def sigmoid_kd(student: Tensor, teacher: Tensor, temperature) -> Tensor:
+def sigmoid_kd(student: Tensor, teacher: Tensor, tau_s, tau_t) -> Tensor:
     """Mean over rows of the per-class Bernoulli KL summed over classes,
-    times T^2."""
-    t = teacher / temperature
-    s = student / temperature
+    times tau_t * tau_s."""
+    t = teacher / tau_t
+    s = student / tau_s
     p_t = torch.sigmoid(t)
     # KL(Bern(p_t) || Bern(p_s)) in log-sigmoid form (stable for big logits)
     kl = p_t * (F.logsigmoid(t) - F.logsigmoid(s)) + \
         (1 - p_t) * (F.logsigmoid(-t) - F.logsigmoid(-s))
-    return kl.sum(-1).mean() * temperature**2
+    return (kl * (tau_s * tau_t)).sum(-1).mean()
+
+
+def _scale(tau_s, tau_t):
+    """tau_s * tau_t as a per-row factor (per-class temperatures are
+    averaged over classes for the softmax, whose KL is one per row)."""
+    scale = tau_s * tau_t
+    return scale.mean() if isinstance(scale, Tensor) else scale
 
 
 @MODELS.register_module()
@@ -75,7 +87,8 @@ class LogitKDLoss(nn.Module):
     """Temperature-scaled logit distillation (softmax or per-class sigmoid).
 
     Args:
-        temperature: Softmax temperature T > 0. Defaults to 1.0.
+        temperature: Softmax temperature T > 0, or a config of a learnable
+            ``MetaTemperature`` (MKD). Defaults to 1.0.
         activation: ``'softmax'``, ``'sigmoid'``, or ``'auto'`` to take the
             activation of the tapped head (the distiller resolves it: dense
             heads with ``use_sigmoid_cls``, RoI heads' ``loss_cls``,
@@ -94,9 +107,12 @@ class LogitKDLoss(nn.Module):
         if activation not in ('auto', 'softmax', 'sigmoid'):
             raise ValueError(f'activation must be auto, softmax or sigmoid, '
                              f'got {activation!r}')
-        if temperature <= 0:
+        if isinstance(temperature, dict):
+            self.temperature = MODELS.build(temperature)
+        elif temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
-        self.temperature = temperature
+        else:
+            self.temperature = temperature
         self.activation = activation
         self.channels = channels
         self.loss_weight = loss_weight
@@ -112,4 +128,9 @@ class LogitKDLoss(nn.Module):
             raise ValueError(f'student logits {tuple(s.shape)} and teacher '
                              f'logits {tuple(t.shape)} differ in shape')
         kd = softmax_kd if self.activation == 'softmax' else sigmoid_kd
-        return self.loss_weight * kd(s, t, self.temperature)
+        if isinstance(self.temperature, nn.Module):
+            tau_s = self.temperature.student().to(s.dtype)
+            tau_t = self.temperature.teacher().to(s.dtype)
+        else:
+            tau_s = tau_t = self.temperature
+        return self.loss_weight * kd(s, t, tau_s, tau_t)

@@ -1,0 +1,48 @@
+"""The loss recomputation of amortized MoKD (DTO-KD Algorithm 1, line 10):
+after the student step the group losses are recomputed on the same batch
+with the updated student ("frozen model inference") and the weight logits
+are updated from the change. mmengine's DDP path never calls the model's
+``train_step``, so this is a hook, which receives the batch on every path.
+See :mod:`mokd_det.hooks.recompute` for how the recomputation is kept
+faithful and cheap."""
+import torch
+import torch.distributed as torch_dist
+from mmengine.registry import HOOKS
+
+from ..distillers.loss_groups import get_loss_groups
+from .recompute import RecomputeHook, norm_stats_kept
+
+
+@HOOKS.register_module()
+class MoKDAmortizedHook(RecomputeHook):
+    """Recomputes the losses after each step of
+    ``MoKDOptimWrapper(mode='amortized')`` and updates its weights; the
+    before/after values are averaged over ranks (one all-reduce) so the
+    weights stay identical on every rank."""
+
+    def before_run(self, runner) -> None:
+        from ..optim.mokd import MoKDOptimWrapper
+        wrapper = runner.optim_wrapper
+        if not isinstance(wrapper, MoKDOptimWrapper) or \
+                wrapper.mode != 'amortized':
+            raise TypeError(
+                'MoKDAmortizedHook goes with MoKDOptimWrapper(mode='
+                f"'amortized'), not {type(wrapper).__name__}")
+        self.distiller(runner).cache_teacher = True
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        wrapper = runner.optim_wrapper
+        model = self.distiller(runner)
+        before = wrapper.pending_losses()
+        if before is not None:  # a step happened in this iteration
+            loss_fn = self.recompute(runner, model, data_batch)
+            with torch.no_grad(), norm_stats_kept(model):
+                groups = get_loss_groups(loss_fn())
+            after = torch.stack([groups[g].float() for g in wrapper.groups])
+            both = torch.stack([before.to(after.device), after])
+            if torch_dist.is_available() and torch_dist.is_initialized():
+                torch_dist.all_reduce(both)
+                both /= torch_dist.get_world_size()
+            wrapper.update_weights(both[0], both[1])
+        model._teacher_cache = None

@@ -1,0 +1,85 @@
+"""Shared machinery of the hooks that recompute the losses of an iteration
+after its step (amortized MoKD, MKD's meta update).
+
+Recomputing "the same losses at new parameters" needs, besides the batch
+(which only hooks receive on mmengine's DDP path):
+
+* the iteration's random state, so random choices inside the losses (RoI
+  sampling, for instance) repeat;
+* the normalisation statistics left as they were: a recomputation is not a
+  training pass, so BatchNorm running statistics are restored afterwards;
+* the teacher's outputs, reused: the teacher is frozen and the batch is the
+  same, so they are the same values (the distiller caches them).
+"""
+from contextlib import contextmanager
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..distillers.base import BaseDistiller
+
+
+@contextmanager
+def norm_stats_kept(model: torch.nn.Module):
+    """Restores every BatchNorm's running statistics on exit."""
+    saved = [(m, {k: v.clone() for k, v in m.named_buffers(recurse=False)})
+             for m in model.modules() if isinstance(m, _BatchNorm)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for k, v in buffers.items():
+                    getattr(m, k).copy_(v)
+
+
+class RecomputeHook(Hook):
+    """Base of hooks that recompute an iteration's losses after its step."""
+    priority = 'NORMAL'
+
+    def __init__(self):
+        self._rng = None
+
+    @staticmethod
+    def distiller(runner) -> BaseDistiller:
+        model = runner.model.module if is_model_wrapper(runner.model) \
+            else runner.model
+        if not isinstance(model, BaseDistiller):
+            raise TypeError(f'this hook needs a distiller model, got '
+                            f'{type(model).__name__}')
+        return model
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        cuda = torch.cuda.get_rng_state_all() \
+            if torch.cuda.is_initialized() else None
+        self._rng = (torch.get_rng_state(), cuda)
+
+    @contextmanager
+    def replayed_rng(self):
+        """The random state of this iteration's forward, restored on
+        exit to what it was."""
+        cpu_state, cuda_state = self._rng
+        devices = list(range(len(cuda_state))) if cuda_state else []
+        with torch.random.fork_rng(devices=devices):
+            torch.set_rng_state(cpu_state)
+            if cuda_state:
+                torch.cuda.set_rng_state_all(cuda_state)
+            yield
+
+    def recompute(self, runner, model: BaseDistiller, data_batch):
+        """A function returning the grouped total loss of ``data_batch`` at
+        the current parameters (teacher reused, iteration's RNG, AMP as in
+        training); call it inside :func:`norm_stats_kept`."""
+        data = model.data_preprocessor(data_batch, True)
+
+        def loss_fn():
+            with self.replayed_rng(), \
+                    runner.optim_wrapper.autocast_context():
+                losses = model.loss(data['inputs'], data['data_samples'],
+                                    reuse_teacher=True)
+                total, _ = model.parse_losses(losses)
+            return total
+
+        return loss_fn

@@ -1,0 +1,284 @@
+"""The multi-objective OptimWrapper that DOT, MoKD and MKD build on.
+
+A distiller attaches its loss groups (``task``, ``distill``, ...) to the
+loss it hands to ``update_params`` (:mod:`mokd_det.distillers.loss_groups`).
+This wrapper turns them into gradients, one set per *objective* (what a
+method differentiates: each group for DOT and exact MoKD, one weighted sum
+for amortized MoKD and MKD), and lets the method combine them.
+
+How it keeps mmengine's OptimWrapper semantics:
+
+* **One gradient sync per update** (DDP): per-objective gradients come from
+  ``torch.autograd.grad``, which never fires DDP's reducer hooks, and
+  :meth:`optim_context` enters ``model.no_sync()`` for every forward, so the
+  reducer never waits for a backward either (two backward passes on one DDP
+  forward are fragile, pytorch#47260). At each update the wrapper
+  all-reduces everything it accumulated (every objective's gradients, which
+  parameters received them, and the group loss values) in **one** flat
+  all-reduce. A 2-process run therefore equals a 1-process run over the
+  same global batch.
+* **Gradient accumulation**: gradients and loss values are accumulated over
+  ``accumulative_counts`` micro-batches (each scaled as mmengine scales the
+  loss) and combined once, at the update.
+* ``clip_grad``: applied by :meth:`step` to the combined gradient in
+  ``p.grad``, as ``OptimWrapper`` does.
+* **Several parameter groups** (``paramwise_cfg``): every parameter of every
+  group of the optimizer takes part; methods read each group's settings.
+* **AMP**: see :mod:`mokd_det.optim.amp` (one loss scale for every
+  objective, one inf check over all of them).
+* **State**: ``state_dict()`` holds the optimizer's state and
+  :meth:`method_state_dict`, so ``--resume`` continues exactly.
+
+Errors and skips: a model that does not group its losses fails at the first
+step with a message saying so; a missing group is an error; an iteration
+whose group losses are not finite is skipped (no gradient is accumulated,
+``train/kd/skipped_steps`` counts it), never applied.
+
+Subclasses implement :meth:`objectives` and :meth:`apply_gradients`.
+"""
+from collections import OrderedDict
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.optim import OptimWrapper
+from torch import Tensor
+
+from ..distillers.loss_groups import DISTILL, TASK, get_loss_groups
+
+Grads = List[Optional[Tensor]]
+
+
+class MultiObjectiveOptimWrapper(OptimWrapper):
+    """Base of the KD optim wrappers (see the module docstring).
+
+    Args:
+        optimizer: The student's optimizer.
+        groups: Loss groups every iteration must provide.
+            Defaults to ``('task', 'distill')``.
+        log_dynamics: Log cos(g_task, g_distill), the norm ratio
+            ||g_distill|| / ||g_task|| and both norms each update when the
+            method has per-group gradients. Defaults to True.
+        **kwargs: ``accumulative_counts``, ``clip_grad`` as for
+            ``OptimWrapper``.
+    """
+
+    def __init__(self,
+                 optimizer,
+                 groups: Sequence[str] = (TASK, DISTILL),
+                 log_dynamics: bool = True,
+                 **kwargs):
+        super().__init__(optimizer, **kwargs)
+        self.groups = tuple(groups)
+        self.log_dynamics = log_dynamics
+        self._acc_grads: Dict[str, Grads] = OrderedDict()
+        self._acc_values: Dict[str, Tensor] = OrderedDict()
+        self._skipped = 0
+        #: updates applied so far (skipped ones excluded), and whether the
+        #: last ``update_params`` applied one
+        self.applied_steps = 0
+        self.stepped = False
+
+    # ----------------------------------------------------------- interface
+    def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """What to differentiate, by name, from the group totals."""
+        raise NotImplementedError
+
+    def apply_gradients(self, grads: Dict[str, Grads],
+                        values: Dict[str, Tensor]) -> None:
+        """Combines the (synchronised, unscaled, accumulated) objective
+        gradients into ``p.grad`` for :meth:`step`, or updates the
+        parameters itself (then it overrides :meth:`step` too).
+
+        Args:
+            grads: Objective name -> one gradient (or None) per parameter of
+                :meth:`params`, in order.
+            values: Group name -> its loss value, averaged like the
+                gradients (over micro-batches and ranks).
+        """
+        raise NotImplementedError
+
+    def method_state_dict(self) -> dict:
+        """Method state beyond the optimizer's (weights, logits, ...)."""
+        return {}
+
+    def load_method_state_dict(self, state: dict) -> None:
+        pass
+
+    # ------------------------------------------------------------- helpers
+    def params(self) -> List[Tensor]:
+        """Every trainable parameter of every optimizer group, in order."""
+        return [p for g in self.optimizer.param_groups for p in g['params']
+                if p.requires_grad]
+
+    def log_scalar(self, name: str, value) -> None:
+        self.message_hub.update_scalar(f'train/{name}', float(value))
+
+    @property
+    def loss_scale(self) -> float:
+        """Multiplier of every objective before differentiation (AMP)."""
+        return 1.0
+
+    def unscale_and_check(self, grads: Dict[str, Grads]) -> bool:
+        """Unscales AMP gradients in place; True if all are finite."""
+        return True
+
+    def autocast_context(self):
+        """The mixed-precision context of the forward (none in fp32)."""
+        return nullcontext()
+
+    # ---------------------------------------------------------- the update
+    def optim_context(self, model):
+        # no_sync for every forward: the wrapper syncs gradients itself
+        if hasattr(model, 'no_sync'):
+            return model.no_sync()
+        return super().optim_context(model)
+
+    def _checked_groups(self, loss: Tensor) -> Optional[Dict[str, Tensor]]:
+        groups = get_loss_groups(loss)
+        missing = [g for g in self.groups if g not in groups]
+        if missing:
+            raise KeyError(
+                f'{type(self).__name__}: loss groups {missing} missing from '
+                f'this iteration (got {list(groups)}). A distiller with no '
+                'distill_losses has no distill group.')
+        if not all(torch.isfinite(v.detach()).all() for v in groups.values()):
+            self._skipped += 1
+            self.log_scalar('kd/skipped_steps', self._skipped)
+            return None
+        return groups
+
+    def update_params(self,
+                      loss: Tensor,
+                      step_kwargs: Optional[Dict] = None,
+                      zero_kwargs: Optional[Dict] = None) -> None:
+        self.stepped = False
+        groups = self._checked_groups(loss)
+        if groups is not None:
+            self._accumulate(groups)
+        self._inner_count += 1
+        if self.should_update():
+            if self._acc_grads:
+                grads, values = self._synchronize()
+                if self.unscale_and_check(grads):
+                    self.apply_gradients(grads, values)
+                    self.step(**(step_kwargs or {}))
+                    self.applied_steps += 1
+                    self.stepped = True
+                else:
+                    self._skipped += 1
+                    self.log_scalar('kd/skipped_steps', self._skipped)
+            self.zero_grad(**(zero_kwargs or {}))
+            self._acc_grads.clear()
+            self._acc_values.clear()
+
+    def _loss_factor(self) -> float:
+        one = torch.ones(())
+        return float(one / self.scale_loss(one))
+
+    def _accumulate(self, groups: Dict[str, Tensor]) -> None:
+        factor = self._loss_factor()
+        params = self.params()
+        objectives = self.objectives(groups)
+        names = list(objectives)
+        for i, name in enumerate(names):
+            target = objectives[name] * (self.loss_scale / factor)
+            grads = torch.autograd.grad(
+                target, params, retain_graph=i < len(names) - 1,
+                allow_unused=True)
+            acc = self._acc_grads.get(name)
+            if acc is None:
+                self._acc_grads[name] = list(grads)
+            else:
+                self._acc_grads[name] = [
+                    a if g is None else (g if a is None else a.add_(g))
+                    for a, g in zip(acc, grads)
+                ]
+        for g, value in groups.items():
+            value = value.detach().float() / factor
+            self._acc_values[g] = value if g not in self._acc_values \
+                else self._acc_values[g] + value
+
+    def _synchronize(self) -> Tuple[Dict[str, Grads], Dict[str, Tensor]]:
+        """Averages the accumulated gradients and loss values over ranks in
+        one all-reduce. A gradient is None only if no rank produced it."""
+        grads, values = self._acc_grads, self._acc_values
+        if not (torch_dist.is_available() and torch_dist.is_initialized()) \
+                or torch_dist.get_world_size() == 1:
+            return grads, values
+        world = torch_dist.get_world_size()
+        params = self.params()
+        pieces, presence = [], []
+        for name, gs in grads.items():
+            for p, g in zip(params, gs):
+                pieces.append((torch.zeros_like(p) if g is None else g)
+                              .reshape(-1).float())
+                presence.append(0. if g is None else 1.)
+        ref = params[0]
+        flat = torch.cat(pieces + [
+            torch.tensor(presence, device=ref.device),
+            torch.stack(list(values.values())).to(ref.device)
+        ])
+        torch_dist.all_reduce(flat)
+        flat.div_(world)
+        out_grads: Dict[str, Grads] = OrderedDict()
+        offset, k = 0, 0
+        n_presence = len(presence)
+        presence_t = flat[-len(values) - n_presence:-len(values)]
+        for name in grads:
+            out = []
+            for p in params:
+                n = p.numel()
+                g = flat[offset:offset + n].view_as(p).to(p.dtype)
+                out.append(g if presence_t[k] > 0 else None)
+                offset += n
+                k += 1
+            out_grads[name] = out
+        out_values = OrderedDict(
+            (g, v) for g, v in zip(values, flat[-len(values):]))
+        return out_grads, out_values
+
+    # --------------------------------------------------------- dynamics
+    def log_gradient_dynamics(self, g_task: Grads, g_distill: Grads) -> Tuple:
+        """Logs cos(g_task, g_distill), ||g_distill|| / ||g_task|| and both
+        norms over all parameters; returns the three dot products
+        (tt, dd, td) for reuse."""
+        tt, dd, td = gram(g_task, g_distill)
+        if self.log_dynamics:
+            nt, nd = tt.sqrt(), dd.sqrt()
+            self.log_scalar('kd/cos', td / (nt * nd).clamp_min(1e-30))
+            self.log_scalar('kd/norm_ratio', nd / nt.clamp_min(1e-30))
+            self.log_scalar('kd/grad_norm_task', nt)
+            self.log_scalar('kd/grad_norm_distill', nd)
+        return tt, dd, td
+
+    # ------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state['mokd_method'] = self.method_state_dict()
+        state['mokd_skipped'] = self._skipped
+        state['mokd_applied_steps'] = self.applied_steps
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        state_dict = dict(state_dict)
+        self.load_method_state_dict(state_dict.pop('mokd_method', {}))
+        self._skipped = state_dict.pop('mokd_skipped', 0)
+        self.applied_steps = state_dict.pop('mokd_applied_steps', 0)
+        super().load_state_dict(state_dict)
+
+
+def gram(a: Grads, b: Grads) -> Tuple[Tensor, Tensor, Tensor]:
+    """<a,a>, <b,b>, <a,b> over parameter lists (None counts as zero)."""
+    aa = _sum_dots([(x, x) for x in a if x is not None])
+    bb = _sum_dots([(y, y) for y in b if y is not None])
+    ab = _sum_dots([(x, y) for x, y in zip(a, b)
+                    if x is not None and y is not None])
+    return aa, bb, ab
+
+
+def _sum_dots(pairs) -> Tensor:
+    if not pairs:
+        return torch.zeros(())
+    return torch.stack([(x.float() * y.float()).sum() for x, y in pairs]).sum()

@@ -1,0 +1,233 @@
+"""MKD: Meta Knowledge Distillation with learnable temperatures.
+
+Liu, Liu, Li and Liu, "Meta Knowledge Distillation", arXiv 2202.07940
+(2022). Only the abstract was available: the teacher and student softmax
+temperatures are "learnable meta temperature parameters" that are
+"adaptively adjusted during training according to the gradients of the
+learning objective". The paper's exact procedure (parametrisation, meta
+objective, frequency) could not be consulted; **this module implements its
+own formulation** and does not claim to reproduce the paper:
+
+* temperatures: :class:`~mokd_det.losses.MetaTemperature` inside each
+  ``LogitKDLoss`` (scalar by default, per class optional), bounded to
+  ``[low, high]`` by a sigmoid parametrisation, kept out of the student's
+  optimizer and saved with the model;
+* the student step is ordinary: the gradient of task + distill losses;
+* every ``interval`` iterations, after the student step theta -> theta', a
+  **one-step lookahead** meta update (DARTS, Liu et al. ICLR 2019): the meta
+  objective is the task loss after the step, L_task(theta'), on the same
+  batch; its gradient with respect to the temperatures tau is, to first
+  order in the step size xi (the current learning rate),
+
+      d L_task(theta') / d tau = -xi * d/dtau <grad_theta L_train(theta,
+      tau), v>,   v = grad_theta L_task(theta'),
+
+  computed by default with DARTS' **finite difference**
+  ``-xi * (grad_tau L_train(theta + eps v) - grad_tau L_train(theta - eps
+  v)) / (2 eps)``, eps = ``fd_eps`` / |v|, which costs one forward-backward
+  (for v) and two forwards, the teacher's outputs reused; the expansion point
+  is theta' (the reference point moves by one step, a second-order
+  difference). ``meta_mode='second_order'`` uses the exact Hessian-vector
+  product through double backpropagation instead (more memory);
+* the temperatures then take an Adam step (``meta_lr``) on their raw
+  parametrisation.
+
+Logs ``train/kd/tau_teacher_<term>`` and ``train/kd/tau_student_<term>``
+(means for per-class temperatures) every iteration.
+"""
+from typing import Dict, List, Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.registry import OPTIM_WRAPPERS
+from torch import Tensor
+
+from ..distillers.loss_groups import DISTILL, TASK, get_loss_groups
+from ..losses.temperature import MetaTemperature
+from .base import MultiObjectiveOptimWrapper
+
+
+@OPTIM_WRAPPERS.register_module()
+class MKDOptimWrapper(MultiObjectiveOptimWrapper):
+    """MKD (see the module docstring) as an mmengine OptimWrapper.
+
+    Args:
+        optimizer: The student's optimizer (any).
+        interval: Meta update every ``interval`` iterations. Defaults to 20.
+        meta_lr: Adam learning rate of the raw temperatures. Defaults to
+            0.05.
+        meta_mode: ``'finite_difference'`` or ``'second_order'``. Defaults
+            to ``'finite_difference'``.
+        fd_eps: Finite-difference radius relative to |v|. Defaults to 0.01.
+        **kwargs: See :class:`MultiObjectiveOptimWrapper`.
+
+    Note:
+        Needs ``custom_hooks=[dict(type='MKDMetaHook')]`` (the meta update
+        needs the batch) and at least one ``LogitKDLoss`` with
+        ``temperature=dict(type='MetaTemperature', ...)``.
+    """
+    amp_variant = 'AmpMKDOptimWrapper'
+
+    def __init__(self,
+                 optimizer,
+                 interval: int = 20,
+                 meta_lr: float = 0.05,
+                 meta_mode: str = 'finite_difference',
+                 fd_eps: float = 0.01,
+                 **kwargs):
+        super().__init__(optimizer, **kwargs)
+        if meta_mode not in ('finite_difference', 'second_order'):
+            raise ValueError("meta_mode must be 'finite_difference' or "
+                             f"'second_order', got {meta_mode!r}")
+        self.interval = interval
+        self.meta_lr = meta_lr
+        self.meta_mode = meta_mode
+        self.fd_eps = fd_eps
+        self.temperatures: Dict[str, MetaTemperature] = {}
+        self.meta_optimizer: Optional[torch.optim.Optimizer] = None
+        self._pending_meta_state: Optional[dict] = None
+        self.meta_updates = 0
+
+    # --------------------------------------------------------- student step
+    def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        return {'total': sum(groups.values())}
+
+    def apply_gradients(self, grads, values) -> None:
+        for p, g in zip(self.params(), grads['total']):
+            p.grad = g
+        self.log_temperatures()
+
+    # ----------------------------------------------------------- meta step
+    def bind(self, model) -> None:
+        """Finds the model's MetaTemperatures (one per logit-KD term)."""
+        self.temperatures = {
+            name.split('.')[-2] if name.endswith('.temperature') else name:
+            module
+            for name, module in model.named_modules()
+            if isinstance(module, MetaTemperature)
+        }
+        if not self.temperatures:
+            raise ValueError(
+                'MKDOptimWrapper found no learnable temperature: give a '
+                "LogitKDLoss temperature=dict(type='MetaTemperature', "
+                'init=4.0) in the distiller\'s distill_losses')
+        raw = [b for t in self.temperatures.values() for b in t.raw()]
+        self.meta_optimizer = torch.optim.Adam(raw, lr=self.meta_lr)
+        if self._pending_meta_state is not None:
+            self.meta_optimizer.load_state_dict(self._pending_meta_state)
+            self._pending_meta_state = None
+
+    def log_temperatures(self) -> None:
+        for name, t in self.temperatures.items():
+            self.log_scalar(f'kd/tau_teacher_{name}', t.teacher().mean())
+            self.log_scalar(f'kd/tau_student_{name}', t.student().mean())
+
+    def _raw(self) -> List[Tensor]:
+        return [b for t in self.temperatures.values() for b in t.raw()]
+
+    def meta_update(self, loss_fn) -> None:
+        """One meta update of the temperatures.
+
+        Args:
+            loss_fn: Callable returning the grouped total loss of the
+                current batch at the current student parameters (the hook
+                supplies it, with the teacher reused and the iteration's
+                random state).
+        """
+        params = self.params()
+        raw = self._raw()
+        xi = self.optimizer.param_groups[0]['lr']
+        # v = grad_theta L_task(theta') on this batch
+        groups = get_loss_groups(loss_fn())
+        v = torch.autograd.grad(groups[TASK], params, allow_unused=True)
+        v = [torch.zeros_like(p) if g is None else g
+             for p, g in zip(params, v)]
+        _all_reduce_mean(v)
+        if self.meta_mode == 'second_order':
+            for r in raw:
+                r.requires_grad_(True)
+            try:
+                groups = get_loss_groups(loss_fn())
+                g_theta = torch.autograd.grad(
+                    groups[TASK] + groups[DISTILL], params,
+                    create_graph=True, allow_unused=True)
+                dot = sum((g * u).sum() for g, u in zip(g_theta, v)
+                          if g is not None)
+                hvp = torch.autograd.grad(dot, raw, allow_unused=True)
+                meta_grad = [-xi * (torch.zeros_like(r) if h is None else h)
+                             for r, h in zip(raw, hvp)]
+            finally:
+                for r in raw:
+                    r.requires_grad_(False)
+        else:
+            norm = torch.sqrt(sum((u.float()**2).sum() for u in v))
+            eps = self.fd_eps / float(norm.clamp_min(1e-12))
+            saved = [p.detach().clone() for p in params]
+            grads = []
+            with torch.no_grad():
+                torch._foreach_add_(params, v, alpha=eps)
+            grads.append(self._tau_grad(loss_fn, raw))
+            with torch.no_grad():
+                torch._foreach_add_(params, v, alpha=-2 * eps)
+            grads.append(self._tau_grad(loss_fn, raw))
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+            meta_grad = [-xi * (gp - gm) / (2 * eps)
+                         for gp, gm in zip(*grads)]
+        _all_reduce_mean(meta_grad)
+        self.meta_optimizer.zero_grad()
+        for r, g in zip(raw, meta_grad):
+            r.grad = g.to(r.dtype)
+        self.meta_optimizer.step()
+        for r in raw:
+            r.grad = None
+        self.meta_updates += 1
+        self.log_temperatures()
+
+    @staticmethod
+    def _tau_grad(loss_fn, raw: List[Tensor]) -> List[Tensor]:
+        """grad_tau of L_train at the current parameters."""
+        for r in raw:
+            r.requires_grad_(True)
+        try:
+            groups = get_loss_groups(loss_fn())
+            grads = torch.autograd.grad(groups[DISTILL], raw,
+                                        allow_unused=True)
+        finally:
+            for r in raw:
+                r.requires_grad_(False)
+        return [torch.zeros_like(r) if g is None else g.detach()
+                for r, g in zip(raw, grads)]
+
+    # --------------------------------------------------------------- state
+    def method_state_dict(self) -> dict:
+        state = dict(meta_updates=self.meta_updates)
+        if self.meta_optimizer is not None:
+            state['meta_optimizer'] = self.meta_optimizer.state_dict()
+        return state
+
+    def load_method_state_dict(self, state: dict) -> None:
+        self.meta_updates = state.get('meta_updates', 0)
+        meta = state.get('meta_optimizer')
+        if meta is None:
+            return
+        if self.meta_optimizer is None:
+            self._pending_meta_state = meta  # applied by bind()
+        else:
+            self.meta_optimizer.load_state_dict(meta)
+
+
+def _all_reduce_mean(tensors: List[Tensor]) -> None:
+    """Averages tensors over ranks in place (one flat all-reduce)."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()) \
+            or torch_dist.get_world_size() == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    torch_dist.all_reduce(flat)
+    flat /= torch_dist.get_world_size()
+    offset = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[offset:offset + n].view_as(t))
+        offset += n

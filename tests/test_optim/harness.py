@@ -1,0 +1,59 @@
+"""Drives a distiller and a KD optim wrapper through mmengine's train_step
+and the method hooks, as the Runner's loop does."""
+from types import SimpleNamespace
+
+import torch
+
+from mokd_det.hooks import MKDMetaHook, MoKDAmortizedHook
+from mokd_det.optim import (AmpDOTOptimWrapper, AmpMKDOptimWrapper,
+                            AmpMoKDOptimWrapper, DOTOptimWrapper,
+                            MKDOptimWrapper, MoKDOptimWrapper)
+
+METHODS = {
+    'dot': (DOTOptimWrapper, AmpDOTOptimWrapper, dict(delta=0.075), []),
+    'mokd_exact': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
+                   dict(mode='exact'), []),
+    'mokd_amortized': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
+                       dict(mode='amortized'), [MoKDAmortizedHook]),
+    'mkd': (MKDOptimWrapper, AmpMKDOptimWrapper, dict(interval=2),
+            [MKDMetaHook]),
+}
+
+
+def make_runner(method, model, amp=False, train_model=None, **kwargs):
+    """A minimal runner (model, optim_wrapper, hooks) for ``method``."""
+    cls, amp_cls, defaults, hook_types = METHODS[method]
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9,
+                                weight_decay=1e-4)
+    wrapper = (amp_cls if amp else cls)(optimizer, **{**defaults, **kwargs})
+    runner = SimpleNamespace(model=train_model or model,
+                             optim_wrapper=wrapper,
+                             hooks=[h() for h in hook_types])
+    for hook in runner.hooks:
+        hook.before_run(runner)
+    return runner
+
+
+def train(runner, batches):
+    """Returns the logged variables of every iteration."""
+    logs = []
+    for i, (x, y) in enumerate(batches):
+        data = dict(inputs=x, data_samples=y)
+        for hook in runner.hooks:
+            hook.before_train_iter(runner, i, data)
+        logs.append(runner.model.train_step(data, runner.optim_wrapper))
+        for hook in runner.hooks:
+            hook.after_train_iter(runner, i, data)
+    return logs
+
+
+def method_state(model):
+    """Everything a method trains: student, necks, temperatures."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(a, b, atol=1e-6):
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)

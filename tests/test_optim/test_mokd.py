@@ -1,0 +1,141 @@
+"""MoKD / DTO-KD weights against the closed form, a brute-force minimiser,
+and a hand computation of the amortized update."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mokd_det.distillers import parse_grouped_losses
+from mokd_det.optim import MoKDOptimWrapper, min_norm_weights
+from mokd_det.optim.mokd import two_objective_weights
+
+
+def grouped(**groups):
+    total, _ = parse_grouped_losses(
+        {f'{g}.loss': v for g, v in groups.items()})
+    return total
+
+
+def brute_force_pi(g1, g2, n=200001):
+    """argmin over pi in [0, 1] of |pi g1 + (1 - pi) g2|."""
+    pis = torch.linspace(0, 1, n, dtype=torch.float64)
+    norms = (pis[:, None] * g1 + (1 - pis[:, None]) * g2).norm(dim=1)
+    return float(pis[norms.argmin()])
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_closed_form_is_the_min_norm_point(seed):
+    g = torch.randn(2, 6, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(seed))
+    g1, g2 = g[0], g[1] * (seed + 1)  # different scales
+    pi = two_objective_weights(g1 @ g1, g2 @ g2, g1 @ g2)
+    expected = float((g2 @ g2 - g1 @ g2) / (g1 @ g1 + g2 @ g2 - 2 * g1 @ g2))
+    assert float(pi[0]) == pytest.approx(min(max(expected, 0), 1), abs=1e-12)
+    assert float(pi[0]) == pytest.approx(brute_force_pi(g1, g2), abs=1e-5)
+    assert float(pi.sum()) == pytest.approx(1)
+
+
+def test_clipping_at_the_edges():
+    g1 = torch.tensor([1., 0.], dtype=torch.float64)
+    # g2 = 3 g1: the min-norm point of the segment is g1 itself (pi1 = 1)
+    pi = two_objective_weights(g1 @ g1, 9 * (g1 @ g1), 3 * (g1 @ g1))
+    assert pi.tolist() == [1., 0.]
+    pi = two_objective_weights(9 * (g1 @ g1), g1 @ g1, 3 * (g1 @ g1))
+    assert pi.tolist() == [0., 1.]
+    # identical gradients: the epsilon guard keeps it finite
+    pi = two_objective_weights(g1 @ g1, g1 @ g1, g1 @ g1)
+    assert torch.isfinite(pi).all() and float(pi.sum()) == 1
+
+
+def test_frank_wolfe_for_three_objectives_matches_brute_force():
+    g = torch.randn(3, 4, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(3))
+    pi = min_norm_weights(g @ g.T)
+    best = min(
+        (float((a * g[0] + b * g[1] + (1 - a - b) * g[2]).norm()), a, b)
+        for a in [i / 400 for i in range(401)]
+        for b in [j / 400 for j in range(401 - round(a * 400))])
+    assert float((pi @ g).norm()) == pytest.approx(best[0], abs=1e-3)
+    assert float((pi @ g).norm()) <= best[0] + 1e-9
+
+
+def exact_step(scale_task=1.0, scale_distill=1.0):
+    """One exact-mode SGD step on two quadratic objectives; returns the
+    update and the wrapper."""
+    torch.manual_seed(0)
+    theta = nn.Parameter(torch.tensor([1., -2., 0.5], dtype=torch.float64))
+    a = torch.tensor([0., 1., 2.], dtype=torch.float64)
+    b = torch.tensor([3., -1., 0.], dtype=torch.float64)
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    before = theta.detach().clone()
+    wrapper.update_params(grouped(
+        task=scale_task * (theta - a).pow(2).sum(),
+        distill=scale_distill * (theta - b).pow(2).sum()))
+    return theta.detach() - before, wrapper
+
+
+def test_exact_step_uses_log_loss_gradients_with_the_closed_form():
+    update, wrapper = exact_step()
+    theta = torch.tensor([1., -2., 0.5], dtype=torch.float64)
+    a = torch.tensor([0., 1., 2.], dtype=torch.float64)
+    b = torch.tensor([3., -1., 0.], dtype=torch.float64)
+    l_t, l_d = (theta - a).pow(2).sum(), (theta - b).pow(2).sum()
+    g_t, g_d = 2 * (theta - a) / l_t, 2 * (theta - b) / l_d
+    pi_t = two_objective_weights(g_t @ g_t, g_d @ g_d, g_t @ g_d)[0]
+    expected = -0.1 * (pi_t * g_t + (1 - pi_t) * g_d)
+    torch.testing.assert_close(update, expected)
+    assert float(wrapper.weights[0]) == pytest.approx(float(pi_t))
+
+
+def test_exact_step_is_invariant_to_rescaling_either_loss():
+    reference, _ = exact_step()
+    for scales in ((100., 1.), (1., 1e-3), (7., 0.2)):
+        update, _ = exact_step(*scales)
+        torch.testing.assert_close(update, reference)
+
+
+def test_non_positive_loss_is_an_error():
+    theta = nn.Parameter(torch.ones(2))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    with pytest.raises(ValueError, match="'distill' is -1"):
+        wrapper.update_params(grouped(task=theta.sum() ** 2,
+                                      distill=-theta.sum() / 2))
+
+
+def test_amortized_logit_update_by_hand():
+    """z = (0.5, 0.5); the task loss halves (delta = log 2), the distill loss
+    stays: grad_w = J^T delta = (0.25 log 2, -0.25 log 2) and AdamW's first
+    step moves each logit by lr against the gradient's sign."""
+    theta = nn.Parameter(torch.ones(2))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               mode='amortized')
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    assert wrapper.pending_losses().tolist() == [4., 2.]
+    # the objective was 0.5 log L_task + 0.5 log L_distill
+    assert theta.tolist() == pytest.approx([1 - 0.1 * (0.25 + 0.25)] * 2)
+    wrapper.update_weights(torch.tensor([4., 2.]), torch.tensor([2., 2.]))
+    grad = torch.tensor([0.25 * math.log(2), -0.25 * math.log(2)])
+    adam_step = 0.025 * grad / (grad.abs() + 1e-8)
+    torch.testing.assert_close(wrapper.logits.detach(), -adam_step)
+    assert float(wrapper.weights[0]) < 0.5  # the improved group loses
+    assert wrapper.pending_losses() is None
+
+
+def test_amortized_without_recomputation_is_an_error():
+    theta = nn.Parameter(torch.ones(2))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               mode='amortized')
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    with pytest.raises(RuntimeError, match='MoKDAmortizedHook'):
+        wrapper.update_params(grouped(task=2 * theta.sum(),
+                                      distill=theta.sum()))
+
+
+def test_model_without_groups_fails_with_a_clear_message():
+    theta = nn.Parameter(torch.ones(2))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    with pytest.raises(TypeError, match='did not group its losses'):
+        wrapper.update_params(theta.sum())
+    with pytest.raises(KeyError, match=r"\['distill'\] missing"):
+        wrapper.update_params(grouped(task=theta.sum() ** 2))

@@ -1,0 +1,174 @@
+"""OptimWrapper semantics kept by every KD wrapper: gradient accumulation,
+clip_grad, resume, AMP and skipped steps."""
+import copy
+
+import pytest
+import torch
+
+from mokd_det.optim import DOTOptimWrapper
+from tests.test_optim.harness import (METHODS, assert_same_state,
+                                      make_runner, method_state, train)
+from tests.toy import toy_batch, toy_distiller
+
+ALL = list(METHODS)
+
+
+def mkd_temperature(method):
+    return dict(type='MetaTemperature', init=2.0) if method == 'mkd' \
+        else 2.0
+
+
+@pytest.mark.parametrize('method', ['dot', 'mokd_exact', 'mkd'])
+def test_accumulation_equals_one_large_batch(method, tmp_path):
+    """Two micro-batches of 2 with accumulative_counts=2 == batches of 4.
+    (MKD: the student step; its meta update sees only the last micro-batch,
+    so it is kept out of this comparison by a long interval.)"""
+    big = toy_distiller(tmp_path, mkd_temperature(method))
+    small = copy.deepcopy(big)
+    extra = dict(interval=1000) if method == 'mkd' else {}
+    r_big = make_runner(method, big, **extra)
+    r_small = make_runner(method, small, accumulative_counts=2, **extra)
+    batches = [toy_batch(4, seed=s) for s in range(3)]
+    train(r_big, batches)
+    train(r_small, [(x[i:i + 2], y[i:i + 2]) for x, y in batches
+                    for i in (0, 2)])
+    assert_same_state(method_state(big), method_state(small))
+
+
+def test_amortized_accumulation_follows_its_documented_semantics(tmp_path):
+    """Amortized MoKD differentiates sum_k z_k log L_k per micro-batch (the
+    normaliser L_k is the micro-batch's own), so accumulation averages the
+    micro-batch log-loss gradients. With identical micro-batches that equals
+    the large batch exactly."""
+    big = toy_distiller(tmp_path)
+    small = copy.deepcopy(big)
+    r_big = make_runner('mokd_amortized', big)
+    r_small = make_runner('mokd_amortized', small, accumulative_counts=2)
+    x, y = toy_batch(2, seed=0)
+    train(r_big, [(torch.cat([x, x]), torch.cat([y, y]))])
+    train(r_small, [(x, y), (x, y)])
+    assert_same_state(method_state(big), method_state(small))
+    torch.testing.assert_close(r_big.optim_wrapper.logits,
+                               r_small.optim_wrapper.logits)
+
+
+@pytest.mark.parametrize('method', ALL)
+def test_resume_continues_exactly(method, tmp_path):
+    model = toy_distiller(tmp_path, mkd_temperature(method))
+    twin = copy.deepcopy(model)
+    batches = [toy_batch(4, seed=s) for s in range(6)]
+    straight = make_runner(method, model)
+    train(straight, batches)
+
+    first = make_runner(method, twin)
+    train(first, batches[:3])
+    saved_model = copy.deepcopy(twin.state_dict())
+    saved_wrapper = copy.deepcopy(first.optim_wrapper.state_dict())
+    # a fresh build (same teacher checkpoint), then the saved state
+    resumed_model = toy_distiller(tmp_path, mkd_temperature(method))
+    with torch.no_grad():
+        for p in resumed_model.parameters():
+            p.add_(1.)
+    resumed = make_runner(method, resumed_model)
+    resumed_model.load_state_dict(saved_model)
+    resumed.optim_wrapper.load_state_dict(saved_wrapper)
+    train(resumed, batches[3:])
+    assert_same_state(method_state(model), method_state(resumed_model))
+
+
+def test_dot_clip_grad_with_delta_zero_equals_sgd_with_clip(tmp_path):
+    """Weight decay 0: with it, the distill-only projector's first DOT
+    buffer (no weight decay, as the reference) differs from SGD's."""
+    model = toy_distiller(tmp_path)
+    reference = copy.deepcopy(model)
+    runner = make_runner('dot', model, delta=0.,
+                         clip_grad=dict(max_norm=0.01))
+    runner.optim_wrapper.optimizer.param_groups[0]['weight_decay'] = 0.
+    params = [p for p in reference.parameters() if p.requires_grad]
+    sgd = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    for seed in range(3):
+        x, y = toy_batch(4, seed=seed)
+        train(runner, [(x, y)])
+        sgd.zero_grad()
+        total, _ = reference.parse_losses(reference.loss(x, y))
+        total.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, 0.01)
+        assert norm > 0.01  # the clip acts
+        sgd.step()
+    assert_same_state(method_state(model), method_state(reference))
+
+
+@pytest.mark.parametrize('method', ['mokd_exact', 'mokd_amortized', 'mkd'])
+def test_clip_grad_bounds_the_update(method, tmp_path):
+    model = toy_distiller(tmp_path, mkd_temperature(method))
+    runner = make_runner(method, model, clip_grad=dict(max_norm=1e-3))
+    runner.optim_wrapper.optimizer.param_groups[0].update(momentum=0.,
+                                                          weight_decay=0.)
+    before = [p.detach().clone() for p in runner.optim_wrapper.params()]
+    train(runner, [toy_batch(4)])
+    step = torch.cat([(p.detach() - b).flatten() for p, b in
+                      zip(runner.optim_wrapper.params(), before)])
+    assert float(step.norm()) <= 0.05 * 1e-3 * (1 + 1e-4)
+    logged = runner.optim_wrapper.message_hub.get_scalar('train/grad_norm')
+    assert logged.current() > 1e-3
+
+
+@pytest.mark.parametrize('method', ALL)
+def test_amp_fp16_trains_and_skips_inf_steps(method, tmp_path):
+    model = toy_distiller(tmp_path, mkd_temperature(method))
+    runner = make_runner(method, model, amp=True,
+                         loss_scale=dict(init_scale=2.**8))
+    wrapper = runner.optim_wrapper
+    logs = train(runner, [toy_batch(4, seed=0)])
+    assert torch.isfinite(logs[0]['loss'])
+    hub = wrapper.message_hub
+    assert wrapper._skipped == 0
+    # an inf in the input: non-finite losses, the step is skipped whole
+    state = method_state(model)
+    opt_state = copy.deepcopy(wrapper.optimizer.state_dict())
+    x, y = toy_batch(4, seed=1)
+    x[0, 0, 0, 0] = float('inf')
+    train(runner, [(x, y)])
+    assert_same_state(state, method_state(model), atol=0)
+    assert wrapper._skipped == 1
+    assert hub.get_scalar('train/kd/skipped_steps').current() == 1
+    assert str(wrapper.optimizer.state_dict()) == str(opt_state)
+    # an overflowing loss scale: finite losses, inf gradients -> skipped,
+    # the scale backs off, and training goes on
+    wrapper._scale = 2.**120
+    train(runner, [toy_batch(4, seed=2)])
+    assert_same_state(state, method_state(model), atol=0)
+    assert wrapper.loss_scale == 2.**119
+    train(runner, [toy_batch(4, seed=3)])
+    wrapper._scale = 2.**10
+    train(runner, [toy_batch(4, seed=4)])
+    changed = any(not torch.equal(state[k], v)
+                  for k, v in method_state(model).items())
+    assert changed
+
+
+def test_nonfinite_group_is_skipped_and_counted(tmp_path):
+    model = toy_distiller(tmp_path)
+    runner = make_runner('mokd_exact', model)
+    x, y = toy_batch(4)
+    x[1] = float('nan')
+    state = method_state(model)
+    train(runner, [(x, y)])
+    assert_same_state(state, method_state(model), atol=0)
+    assert runner.optim_wrapper.message_hub.get_scalar(
+        'train/kd/skipped_steps').current() == 1
+
+
+def test_dynamics_are_logged(tmp_path):
+    model = toy_distiller(tmp_path)
+    runner = make_runner('mokd_exact', model)
+    train(runner, [toy_batch(4)])
+    hub = runner.optim_wrapper.message_hub
+    cos = hub.get_scalar('train/kd/cos').current()
+    assert -1 <= cos <= 1
+    for key in ('kd/norm_ratio', 'kd/grad_norm_task', 'kd/grad_norm_distill',
+                'kd/pi_task', 'kd/pi_distill'):
+        assert f'train/{key}' in hub.log_scalars
+    assert hub.get_scalar('train/kd/pi_task').current() + \
+        hub.get_scalar('train/kd/pi_distill').current() == pytest.approx(1)
+    assert isinstance(runner.optim_wrapper, DOTOptimWrapper) is False
