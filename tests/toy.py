@@ -1,5 +1,7 @@
 """A tiny classifier and distiller for fast optim-wrapper tests: the real
 BaseDistiller, the real mmengine model wrappers and Runner, no mmdet."""
+import os
+
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModel
@@ -57,7 +59,8 @@ def toy_distiller(tmp_path, temperature=2.0, seed=0, feature=True):
     torch.manual_seed(seed)
     teacher = ToyNet(width=6)
     path = str(tmp_path / f'toy_teacher_{seed}.pth')
-    torch.save(dict(state_dict=teacher.state_dict()), path)
+    if not os.path.exists(path):  # DDP workers read the parent's file
+        torch.save(dict(state_dict=teacher.state_dict()), path)
     terms = dict(kd=dict(type='LogitKDLoss', student='head', teacher='head',
                          temperature=temperature, activation='softmax'))
     if feature:

@@ -24,11 +24,13 @@ own formulation** and does not claim to reproduce the paper:
 
   computed by default with DARTS' **finite difference**
   ``-xi * (grad_tau L_train(theta + eps v) - grad_tau L_train(theta - eps
-  v)) / (2 eps)``, eps = ``fd_eps`` / |v|, which costs one forward-backward
-  (for v) and two forwards, the teacher's outputs reused; the expansion point
-  is theta' (the reference point moves by one step, a second-order
-  difference). ``meta_mode='second_order'`` uses the exact Hessian-vector
-  product through double backpropagation instead (more memory);
+  v)) / (2 eps)``, eps = ``fd_eps`` / |v|, at the parameters theta *before*
+  the step (kept for the steps that get a meta update), which costs one
+  forward-backward (for v) and two forwards, the teacher's outputs reused.
+  ``meta_mode='second_order'`` uses the exact Hessian-vector product through
+  double backpropagation instead (more memory). xi = lr makes the formula
+  exact for SGD with momentum and weight decay (the momentum history and the
+  decay do not depend on tau); for adaptive optimizers it approximates;
 * the temperatures then take an Adam step (``meta_lr``) on their raw
   parametrisation.
 
@@ -86,6 +88,7 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         self.temperatures: Dict[str, MetaTemperature] = {}
         self.meta_optimizer: Optional[torch.optim.Optimizer] = None
         self._pending_meta_state: Optional[dict] = None
+        self._theta_before: Optional[List[Tensor]] = None
         self.meta_updates = 0
 
     # --------------------------------------------------------- student step
@@ -96,6 +99,14 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         for p, g in zip(self.params(), grads['total']):
             p.grad = g
         self.log_temperatures()
+
+    def step(self, **kwargs) -> None:
+        """Keeps theta before the steps that get a meta update (the
+        expansion point of the lookahead), then steps."""
+        if self.temperatures and \
+                (self.applied_steps + 1) % self.interval == 0:
+            self._theta_before = [p.detach().clone() for p in self.params()]
+        super().step(**kwargs)
 
     # ----------------------------------------------------------- meta step
     def bind(self, model) -> None:
@@ -137,12 +148,20 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         params = self.params()
         raw = self._raw()
         xi = self.optimizer.param_groups[0]['lr']
+        if self._theta_before is None:
+            raise RuntimeError('MKD meta update without the parameters '
+                               'before the step; call it right after an '
+                               'update of this wrapper (MKDMetaHook does)')
         # v = grad_theta L_task(theta') on this batch
         groups = get_loss_groups(loss_fn())
         v = torch.autograd.grad(groups[TASK], params, allow_unused=True)
         v = [torch.zeros_like(p) if g is None else g
              for p, g in zip(params, v)]
         _all_reduce_mean(v)
+        theta_after = [p.detach().clone() for p in params]
+        with torch.no_grad():  # the expansion point: theta before the step
+            for p, b in zip(params, self._theta_before):
+                p.copy_(b)
         if self.meta_mode == 'second_order':
             for r in raw:
                 r.requires_grad_(True)
@@ -162,7 +181,6 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         else:
             norm = torch.sqrt(sum((u.float()**2).sum() for u in v))
             eps = self.fd_eps / float(norm.clamp_min(1e-12))
-            saved = [p.detach().clone() for p in params]
             grads = []
             with torch.no_grad():
                 torch._foreach_add_(params, v, alpha=eps)
@@ -170,11 +188,12 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
             with torch.no_grad():
                 torch._foreach_add_(params, v, alpha=-2 * eps)
             grads.append(self._tau_grad(loss_fn, raw))
-            with torch.no_grad():
-                for p, s in zip(params, saved):
-                    p.copy_(s)
             meta_grad = [-xi * (gp - gm) / (2 * eps)
                          for gp, gm in zip(*grads)]
+        with torch.no_grad():
+            for p, a in zip(params, theta_after):
+                p.copy_(a)
+        self._theta_before = None
         _all_reduce_mean(meta_grad)
         self.meta_optimizer.zero_grad()
         for r, g in zip(raw, meta_grad):

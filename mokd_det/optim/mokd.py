@@ -27,9 +27,13 @@ with the Frank-Wolfe solver of MGDA (Sener and Koltun, NeurIPS 2018).
 
 ``mode='amortized'`` (DTO-KD Algorithm 1, the method trained in the paper):
 one gradient of sum_k z_k log L_k with z = softmax(w) detached (w: one logit
-per group, initialised to 0, i.e. pi = 1/K); after the student step the
-losses are recomputed on the same batch (:class:`MoKDAmortizedHook`) and w is
-updated from the change of the log-losses:
+per group, initialised to 0, i.e. pi = 1/K; under DDP, L_k is the loss over
+all ranks, one all-reduce of K numbers per iteration, so that the gradient
+is the whole batch's; with gradient accumulation each micro-batch uses its
+own L_k, so accumulation averages micro-batch log-loss gradients); after
+the student step the losses are recomputed on the same batch
+(:class:`MoKDAmortizedHook`) and w is updated from the change of the
+log-losses:
 
 * ``weight_update='famo'`` (default, FAMO's ``update``): delta_k =
   log L_k(theta_t) - log L_k(theta_{t+1}); grad_w = J_softmax(w)^T delta;
@@ -50,6 +54,7 @@ from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
 import torch
+import torch.distributed as torch_dist
 import torch.nn.functional as F
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor
@@ -182,10 +187,18 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 "'MoKDAmortizedHook')] to the config.")
         z = F.softmax(self.logits.detach(), -1).to(groups[self.groups[0]])
         losses = torch.stack([groups[g] for g in self.groups])
-        logs = (losses + self.eps).log()
-        objective = (z * logs).sum()
+        # grad log(L) = grad L / L with L the loss over all ranks (averaged
+        # like the gradients), so DDP equals one process on the whole batch:
+        # L_k / sg(mean_ranks L_k) has that gradient
+        norm = losses.detach().float().clone()
+        if torch_dist.is_available() and torch_dist.is_initialized() and \
+                torch_dist.get_world_size() > 1:
+            torch_dist.all_reduce(norm)
+            norm /= torch_dist.get_world_size()
+        norm = (norm + self.eps).to(losses.dtype)
+        objective = (z * losses / norm).sum()
         if self.famo_normalize:
-            objective = objective / (z / (losses.detach() + self.eps)).sum()
+            objective = objective / (z / norm).sum()
         return {'weighted': objective}
 
     # ---------------------------------------------------------- combination
