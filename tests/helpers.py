@@ -1,5 +1,7 @@
 """Helpers for the end-to-end tests: small, fast variants of real configs."""
 import os.path as osp
+import subprocess
+import sys
 
 from mmengine.config import Config
 
@@ -100,3 +102,12 @@ def retarget_classification_data(cfg: Config, data_root: str, work_dir: str,
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.randomness = dict(seed=0)
     return cfg
+
+
+def run_tool(*args) -> str:
+    """Runs ``python <args>`` (a tools/ script) as a user would; returns its
+    output, failing the test with the output's tail if it fails."""
+    proc = subprocess.run([sys.executable, *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr

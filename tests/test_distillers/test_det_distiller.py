@@ -4,8 +4,6 @@ out of checkpoints; the exported student evaluates like the distiller."""
 import copy
 import os.path as osp
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from mmengine.runner import Runner
 
 from mokd_det.utils import load_config, safe_torch_load
 from tests.helpers import (DET_FAMILIES, retarget_detection_data,
-                           small_detector)
+                           run_tool, small_detector)
 
 LOGIT_TAP = {'faster_rcnn': 'roi_head.bbox_head:0'}
 
@@ -100,13 +98,6 @@ def test_family_trains_validates_and_keeps_teacher_frozen(
     assert 'student' in prefixes and 'distill_necks' in prefixes
 
 
-def _run(*args):
-    proc = subprocess.run([sys.executable, *args], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
 def _map_line(log: str) -> str:
     return [line for line in log.splitlines()
             if 'bbox_mAP_copypaste' in line][-1].split('copypaste: ')[1]
@@ -127,7 +118,7 @@ def test_exported_student_matches_distiller_validation(
     distill_cfg = str(tmp_path / 'distill.py')
     cfg.dump(distill_cfg)
     work = cfg.work_dir
-    log = _run('tools/train.py', distill_cfg)
+    log = run_tool('tools/train.py', distill_cfg)
     distiller_map = _map_line(log)
     assert 'teacher/coco/bbox_mAP' in log
     # save_best followed the student's mAP, not the teacher's
@@ -144,19 +135,20 @@ def test_exported_student_matches_distiller_validation(
     student_cfg_path = str(tmp_path / 'student.py')
     student_cfg.dump(student_cfg_path)
     out_s = str(tmp_path / 'student.pkl')
-    log = _run('tools/test.py', student_cfg_path, student_ckpt, '--out',
+    log = run_tool('tools/test.py', student_cfg_path, student_ckpt, '--out',
                out_s)
     assert _map_line(log) == distiller_map
 
     # tools/export_student.py on the distiller checkpoint gives the same
     exported = str(tmp_path / 'exported.pth')
-    _run('tools/export_student.py', osp.join(work, 'epoch_1.pth'), exported)
+    run_tool('tools/export_student.py', osp.join(work, 'epoch_1.pth'),
+             exported)
     exported_state = safe_torch_load(exported)['state_dict']
     assert exported_state.keys() == state.keys()
     assert all(torch.equal(exported_state[k], state[k]) for k in state)
 
     out_d = str(tmp_path / 'distiller.pkl')
-    _run('tools/test.py', distill_cfg, osp.join(work, 'epoch_1.pth'),
+    run_tool('tools/test.py', distill_cfg, osp.join(work, 'epoch_1.pth'),
          '--out', out_d)
     with open(out_s, 'rb') as f_s, open(out_d, 'rb') as f_d:
         preds_s, preds_d = pickle.load(f_s), pickle.load(f_d)

@@ -3,12 +3,11 @@ data: trains, validates, logs the dynamics; --amp picks the AMP variant;
 --resume continues; the plot tool draws the logged dynamics."""
 import json
 import os.path as osp
-import subprocess
-import sys
 from glob import glob
 
 import pytest
 
+from tests.helpers import run_tool
 from tests.test_distillers.test_det_distiller import distill_config
 
 WRAPPERS = {
@@ -20,13 +19,6 @@ WRAPPERS = {
     'mkd': (dict(type='MKDOptimWrapper', interval=1),
             [dict(type='MKDMetaHook')], 'kd/tau_teacher_logits'),
 }
-
-
-def _run(*args):
-    proc = subprocess.run([sys.executable, *args], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
 
 
 def scalars(work_dir):
@@ -50,7 +42,7 @@ def test_wrapper_trains_validates_and_logs(method, shapes_det_root,
     cfg.custom_hooks = hooks
     config = str(tmp_path / 'cfg.py')
     cfg.dump(config)
-    log = _run('tools/train.py', config)
+    log = run_tool('tools/train.py', config)
     assert 'coco/bbox_mAP' in log
     entries = scalars(cfg.work_dir)
     train = [e for e in entries if 'loss_distill' in e]
@@ -58,7 +50,7 @@ def test_wrapper_trains_validates_and_logs(method, shapes_det_root,
 
     if method == 'dot':
         # --amp selects the AMP variant, --resume continues from epoch 1
-        log = _run('tools/train.py', config, '--amp', '--resume',
+        log = run_tool('tools/train.py', config, '--amp', '--resume',
                    '--cfg-options', 'train_cfg.max_epochs=2')
         assert 'resumed epoch: 1, iter: 2' in log
         assert "'type': 'AmpDOTOptimWrapper'" in log or \
@@ -66,6 +58,6 @@ def test_wrapper_trains_validates_and_logs(method, shapes_det_root,
         entries = scalars(cfg.work_dir)
         assert any('kd/loss_scale' in e for e in entries)
         out = str(tmp_path / 'dynamics.png')
-        printed = _run('tools/plot_kd_dynamics.py', cfg.work_dir, '--out',
+        printed = run_tool('tools/plot_kd_dynamics.py', cfg.work_dir, '--out',
                        out)
         assert osp.getsize(out) > 10_000 and 'panels' in printed

@@ -3,15 +3,13 @@ trains through the real mmengine Runner on generated data, evaluates with
 CocoMetric (pycocotools), saves and resumes exactly; the CLI tools work."""
 import os.path as osp
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from tests.helpers import retarget_detection_data
+from tests.helpers import retarget_detection_data, run_tool
 
 QUICKSTART = 'configs/quickstart/retinanet_r18_fpn_shapes.py'
 COCO_KEYS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s',
@@ -106,30 +104,23 @@ def test_resume_continues_exactly(shapes_det_root, tmp_path):
                                    atol=1e-6)
 
 
-def _run(*args):
-    proc = subprocess.run([sys.executable, *args], capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout + proc.stderr
-
-
 def test_cli_train_resume_and_test(shapes_det_root, tmp_path):
     cfg = quickstart_cfg(shapes_det_root, str(tmp_path / 'unused'), 1)
     config = str(tmp_path / 'cfg.py')
     cfg.dump(config)
     work_dir = str(tmp_path / 'work')
-    _run('tools/train.py', config, '--work-dir', work_dir)
+    run_tool('tools/train.py', config, '--work-dir', work_dir)
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
 
-    log = _run('tools/train.py', config, '--work-dir', work_dir, '--resume',
-               '--cfg-options', 'train_cfg.max_epochs=2',
-               'train_cfg.val_interval=2', 'param_scheduler.1.end=2')
+    log = run_tool('tools/train.py', config, '--work-dir', work_dir,
+                   '--resume', '--cfg-options', 'train_cfg.max_epochs=2',
+                   'train_cfg.val_interval=2', 'param_scheduler.1.end=2')
     assert 'resumed epoch: 1, iter: 2' in log
     assert 'Epoch(train) [2][2/2]' in log
     assert 'coco/bbox_mAP' in log
 
     out = str(tmp_path / 'preds.pkl')
-    log = _run('tools/test.py', config, osp.join(work_dir, 'epoch_2.pth'),
+    log = run_tool('tools/test.py', config, osp.join(work_dir, 'epoch_2.pth'),
                '--work-dir', str(tmp_path / 'test'), '--out', out)
     assert 'coco/bbox_mAP' in log
     with open(out, 'rb') as f:
