@@ -6,7 +6,7 @@ add ``custom_imports = dict(imports=['mokd_det'])``), and makes mmengine load
 local checkpoints safely under torch >= 2.6 (see
 :mod:`mokd_det.utils.checkpoint`).
 """
-from . import distillers, hooks, losses, necks, optim  # noqa: F401
+from . import backbones, distillers, hooks, losses, necks, optim  # noqa: F401
 from .utils import install_safe_checkpoint_loader
 from .version import __version__
 

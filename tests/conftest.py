@@ -1,10 +1,9 @@
 """Shared fixtures: small generated data sets, built once per test session."""
 import os
-import os.path as osp
 
 import pytest
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tests.helpers import REPO_ROOT
 
 
 @pytest.fixture(scope='session')

@@ -7,6 +7,8 @@ from mmengine.config import Config
 
 from mokd_det.datasets import CLASSES
 
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
 
 def retarget_detection_data(cfg: Config, data_root: str, work_dir: str,
                             batch_size: int = 4, img_scale=(128, 128),

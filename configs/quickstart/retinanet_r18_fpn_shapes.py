@@ -1,8 +1,9 @@
 # RetinaNet R18-FPN trained from scratch on the generated shapes data
-# (tools/generate_shapes.py data/shapes). It inherits mmdet's stock config and
-# overrides only the data, the from-scratch backbone settings and a CPU-sized
-# schedule: the usual way to train a stock detector on your own COCO-format
-# data. The other quickstart configs inherit this one.
+# (tools/generate_shapes.py data/shapes): the quickstart *teacher*. It
+# inherits mmdet's stock config and overrides only the data, the from-scratch
+# backbone settings and a CPU-sized schedule: the usual way to train a stock
+# detector on your own COCO-format data. The other quickstart configs inherit
+# this one.
 _base_ = ['mmdet::retinanet/retinanet_r18_fpn_1x_coco.py']
 custom_imports = dict(imports=['mokd_det'], allow_failed_imports=False)
 
@@ -11,7 +12,7 @@ data_root = 'data/shapes/'
 # the first 6 classes of mokd_det.datasets.CLASSES (the generator's default)
 metainfo = dict(classes=('red_circle', 'green_square', 'blue_triangle',
                          'yellow_star', 'red_triangle', 'blue_circle'))
-img_scale = (256, 256)
+img_scale = (192, 192)  # the 256 px images, downscaled: CPU-sized
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),

@@ -1,3 +1,4 @@
+from .connector import LinearConnector
 from .subspace import OrthogonalProjection, SubspaceProjectionNeck
 
-__all__ = ['OrthogonalProjection', 'SubspaceProjectionNeck']
+__all__ = ['LinearConnector', 'OrthogonalProjection', 'SubspaceProjectionNeck']

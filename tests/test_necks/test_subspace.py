@@ -70,3 +70,14 @@ def test_cannot_collapse_to_zero_loss():
     assert constrained > 0.5
     w = neck.student_proj[0].weight
     torch.testing.assert_close(w.T @ w, torch.eye(8), atol=1e-5, rtol=0)
+
+
+def test_linear_connector_maps_the_student_to_the_teacher_channels():
+    from mokd_det.necks import LinearConnector
+    conn = LinearConnector(8, 12, num_levels=2)
+    t = [torch.randn(2, 12, 3, 3), torch.randn(2, 12, 1, 1)]
+    s, t_out = conn([torch.randn(2, 8, 3, 3), torch.randn(2, 8, 1, 1)], t)
+    assert [x.shape for x in s] == [x.shape for x in t]
+    assert all(a is b for a, b in zip(t_out, t))  # the teacher is untouched
+    vec, _ = conn([torch.randn(2, 8)], [torch.randn(2, 12)])
+    assert vec[0].shape == (2, 12)

@@ -1,0 +1,32 @@
+# RetinaNet R101 (2x) -> R50 (1x) on COCO, shared by every method of this pair: the student's
+# stock config (data, 1x schedule, CocoMetric) with its model wrapped in a
+# DetDistiller, the teacher's stock config and checkpoint (download it from
+# the MMDetection model zoo into checkpoints/retinanet_r101_fpn_2x_coco.pth), and the distillation
+# terms. With a plain OptimWrapper this *is* vanilla KD; the leaf configs
+# change only the optim wrapper (or, for the baselines, the terms).
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
+custom_imports = dict(imports=['mokd_det'], allow_failed_imports=False)
+
+model = dict(
+    _delete_=True,
+    type='DetDistiller',
+    student=_base_.model,
+    teacher=dict(
+        config='mmdet::retinanet/retinanet_r101_fpn_2x_coco.py',
+        checkpoint='checkpoints/retinanet_r101_fpn_2x_coco.pth'),
+    distill_losses=dict(
+        # FPN features, both projected into a wider shared space
+        fpn=dict(
+            type='FeatureMSELoss',
+            student='neck',
+            teacher='neck',
+            neck=dict(type='SubspaceProjectionNeck'),
+            loss_weight=1.0),
+        # per-prior sigmoid class logits of the dense head
+        cls=dict(
+            type='LogitKDLoss',
+            student='bbox_head:0',
+            teacher='bbox_head:0',
+            temperature=2.0,
+            loss_weight=1.0)))
+custom_hooks = [dict(type='ExportStudentHook')]

@@ -1,0 +1,8 @@
+# Baseline: PKD (Cao et al., NeurIPS 2022) on the FPN levels, plain SGD
+# (mmrazor's PKD configs use loss_weight=6).
+_base_ = ['../_base_/pairs/gfl_r101-r50_coco.py']
+model = dict(
+    distill_losses=dict(
+        _delete_=True,
+        fpn=dict(
+            type='PKDLoss', student='neck', teacher='neck', loss_weight=6.0)))
