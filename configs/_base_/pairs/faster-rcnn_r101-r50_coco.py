@@ -1,9 +1,10 @@
-# Faster R-CNN R101 (2x) -> R50 (1x) on COCO, shared by every method of this pair: the student's
-# stock config (data, 1x schedule, CocoMetric) with its model wrapped in a
-# DetDistiller, the teacher's stock config and checkpoint (download it from
-# the MMDetection model zoo into checkpoints/faster-rcnn_r101_fpn_2x_coco.pth), and the distillation
-# terms. With a plain OptimWrapper this *is* vanilla KD; the leaf configs
-# change only the optim wrapper (or, for the baselines, the terms).
+# Faster R-CNN R101 (2x) -> R50 (1x) on COCO, shared by every method of this
+# pair: the student's stock config (data, 1x schedule, CocoMetric) with its
+# model wrapped in a DetDistiller, the teacher's stock config and checkpoint
+# (download it from the MMDetection model zoo into
+# checkpoints/faster-rcnn_r101_fpn_2x_coco.pth), and the distillation terms.
+# With a plain OptimWrapper this *is* vanilla KD; the leaf configs change only
+# the optim wrapper (or, for the baselines, the terms).
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']
 custom_imports = dict(imports=['mokd_det'], allow_failed_imports=False)
 
@@ -22,7 +23,8 @@ model = dict(
             teacher='neck',
             neck=dict(type='SubspaceProjectionNeck'),
             loss_weight=1.0),
-        # softmax RoI class logits, the teacher's RoI head run on the student's sampled RoIs
+        # softmax RoI class logits, the teacher's RoI head run on the student's
+        # sampled RoIs
         cls=dict(
             type='LogitKDLoss',
             student='roi_head.bbox_head:0',

@@ -1,7 +1,8 @@
-# FCOS R101-caffe (1x) -> R50-caffe (1x) on COCO, shared by every method of this pair: the student's
-# stock config (data, 1x schedule, CocoMetric) with its model wrapped in a
-# DetDistiller, the teacher's stock config and checkpoint (download it from
-# the MMDetection model zoo into checkpoints/fcos_r101-caffe_fpn_gn-head-1x_coco.pth), and the distillation
+# FCOS R101-caffe (1x) -> R50-caffe (1x) on COCO, shared by every method of
+# this pair: the student's stock config (data, 1x schedule, CocoMetric) with
+# its model wrapped in a DetDistiller, the teacher's stock config and
+# checkpoint (download it from the MMDetection model zoo into
+# checkpoints/fcos_r101-caffe_fpn_gn-head-1x_coco.pth), and the distillation
 # terms. With a plain OptimWrapper this *is* vanilla KD; the leaf configs
 # change only the optim wrapper (or, for the baselines, the terms).
 _base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py']

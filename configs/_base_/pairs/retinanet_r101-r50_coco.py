@@ -1,9 +1,10 @@
-# RetinaNet R101 (2x) -> R50 (1x) on COCO, shared by every method of this pair: the student's
-# stock config (data, 1x schedule, CocoMetric) with its model wrapped in a
-# DetDistiller, the teacher's stock config and checkpoint (download it from
-# the MMDetection model zoo into checkpoints/retinanet_r101_fpn_2x_coco.pth), and the distillation
-# terms. With a plain OptimWrapper this *is* vanilla KD; the leaf configs
-# change only the optim wrapper (or, for the baselines, the terms).
+# RetinaNet R101 (2x) -> R50 (1x) on COCO, shared by every method of this pair:
+# the student's stock config (data, 1x schedule, CocoMetric) with its model
+# wrapped in a DetDistiller, the teacher's stock config and checkpoint
+# (download it from the MMDetection model zoo into
+# checkpoints/retinanet_r101_fpn_2x_coco.pth), and the distillation terms. With
+# a plain OptimWrapper this *is* vanilla KD; the leaf configs change only the
+# optim wrapper (or, for the baselines, the terms).
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
 custom_imports = dict(imports=['mokd_det'], allow_failed_imports=False)
 
