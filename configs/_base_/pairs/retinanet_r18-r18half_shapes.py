@@ -12,7 +12,7 @@ model = dict(
     teacher=dict(
         config='configs/quickstart/retinanet_r18_fpn_shapes.py',
         checkpoint='work_dirs/quickstart/retinanet_r18_fpn_shapes/'
-        'epoch_12.pth'),
+        'epoch_6.pth'),
     distill_losses=dict(
         fpn=dict(
             type='FeatureMSELoss',
