@@ -240,11 +240,15 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         return out_grads, out_values
 
     # --------------------------------------------------------- dynamics
-    def log_gradient_dynamics(self, g_task: Grads, g_distill: Grads) -> Tuple:
+    def log_gradient_dynamics(self, g_task: Grads, g_distill: Grads,
+                              entries: Optional[Tuple] = None) -> Tuple:
         """Logs cos(g_task, g_distill), ||g_distill|| / ||g_task|| and both
         norms over all parameters; returns the three dot products
-        (tt, dd, td) for reuse."""
-        tt, dd, td = gram(g_task, g_distill)
+        (tt, dd, td) for reuse. ``entries`` passes them in when the caller
+        has them already."""
+        tt, dd, td = entries if entries is not None else (
+            dot(g_task, g_task), dot(g_distill, g_distill),
+            dot(g_task, g_distill))
         if self.log_dynamics:
             nt, nd = tt.sqrt(), dd.sqrt()
             self.log_scalar('kd/cos', td / (nt * nd).clamp_min(1e-30))
@@ -269,16 +273,20 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         super().load_state_dict(state_dict)
 
 
-def gram(a: Grads, b: Grads) -> Tuple[Tensor, Tensor, Tensor]:
-    """<a,a>, <b,b>, <a,b> over parameter lists (None counts as zero)."""
-    aa = _sum_dots([(x, x) for x in a if x is not None])
-    bb = _sum_dots([(y, y) for y in b if y is not None])
-    ab = _sum_dots([(x, y) for x, y in zip(a, b)
-                    if x is not None and y is not None])
-    return aa, bb, ab
-
-
-def _sum_dots(pairs) -> Tensor:
+def dot(a: Grads, b: Grads) -> Tensor:
+    """<a, b> over parameter lists (None counts as zero)."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     if not pairs:
         return torch.zeros(())
     return torch.stack([(x.float() * y.float()).sum() for x, y in pairs]).sum()
+
+
+def gram_matrix(grads: Sequence[Grads]) -> Tensor:
+    """The K x K matrix of <g_i, g_j> (float64, CPU), each entry computed
+    once."""
+    k = len(grads)
+    out = torch.zeros(k, k, dtype=torch.float64)
+    for i in range(k):
+        for j in range(i, k):
+            out[i, j] = out[j, i] = dot(grads[i], grads[j]).double()
+    return out

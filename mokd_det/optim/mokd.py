@@ -60,7 +60,7 @@ from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor
 
 from ..distillers.loss_groups import DISTILL, TASK
-from .base import Grads, MultiObjectiveOptimWrapper, gram
+from .base import Grads, MultiObjectiveOptimWrapper, gram_matrix
 
 
 def two_objective_weights(g11: Tensor, g22: Tensor, g12: Tensor,
@@ -215,8 +215,6 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             self._log_weights(scale)
             return
         raw = [grads[g] for g in self.groups]
-        if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
-            self.log_gradient_dynamics(grads[TASK], grads[DISTILL])
         if self.gram_params == 'shared':
             shared = [all(r[i] is not None for r in raw)
                       for i in range(len(params))]
@@ -225,16 +223,19 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         else:
             raw_gram = raw
         k = len(self.groups)
-        gram_matrix = torch.zeros(k, k, dtype=torch.float64)
-        for i in range(k):
-            for j in range(i, k):
-                _, _, dot = gram(raw_gram[i], raw_gram[j])
-                gram_matrix[i, j] = gram_matrix[j, i] = dot.double()
+        raw_matrix = gram_matrix(raw_gram)
+        if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
+            # the dynamics are over all parameters: reuse the Gram entries
+            # when they are
+            t, d = self.groups.index(TASK), self.groups.index(DISTILL)
+            entries = (raw_matrix[t, t], raw_matrix[d, d], raw_matrix[t, d]) \
+                if self.gram_params == 'all' else None
+            self.log_gradient_dynamics(grads[TASK], grads[DISTILL], entries)
         # Gram matrix of the log-loss gradients g_i = G_i / L_i
-        gram_matrix = gram_matrix / (scale[:, None] * scale[None, :])
+        log_matrix = raw_matrix / (scale[:, None] * scale[None, :])
         # groups[0] is g1 in the paper's notation for (distill, task): the
         # closed form is symmetric, so the order only names the weights
-        pi = min_norm_weights(gram_matrix)
+        pi = min_norm_weights(log_matrix)
         self.weights = pi.float()
         # weights on the raw gradients: pi_k / L_k
         coeffs = [float(c) for c in pi / scale]
