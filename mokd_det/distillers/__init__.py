@@ -3,6 +3,7 @@ from .cls_distiller import ClsDistiller
 from .det_distiller import DetDistiller
 from .loss_groups import (DISTILL, TASK, attach_loss_groups, get_loss_groups,
                           parse_grouped_losses)
+from .recompute_cache import RecomputeCache, TargetCache
 from .taps import Tap, TapRecorder
 from .teacher import build_teacher, load_teacher_checkpoint
 
@@ -10,5 +11,5 @@ __all__ = [
     'BaseDistiller', 'ClsDistiller', 'DetDistiller', 'DISTILL', 'TASK',
     'Tap', 'TapRecorder', 'attach_loss_groups', 'build_teacher',
     'get_loss_groups', 'head_activation', 'load_teacher_checkpoint',
-    'parse_grouped_losses'
+    'parse_grouped_losses', 'RecomputeCache', 'TargetCache'
 ]

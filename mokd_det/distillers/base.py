@@ -49,6 +49,7 @@ from mmengine.registry import MODELS, Registry
 from torch import Tensor, nn
 
 from .loss_groups import DISTILL, TASK, parse_grouped_losses
+from .recompute_cache import RecomputeCache
 from .taps import Tap, TapRecorder, find_module
 from .teacher import build_teacher
 
@@ -130,10 +131,9 @@ class BaseDistiller(BaseModel):
         self.teacher_taps = TapRecorder(
             self.teacher, [t.teacher for t in self.terms], 'teacher')
         self._build_term_modules(loss_cfgs, probe_input_size)
-        #: keep the teacher's outputs of the last loss() for a reuse
-        #: (set by MoKDAmortizedHook); not state, not saved
-        self.cache_teacher = False
-        self._teacher_cache = None
+        #: what the last loss() keeps for :meth:`recompute_loss` (set by
+        #: the hooks that recompute losses); not state, not saved
+        self.recompute_cache: Optional[RecomputeCache] = None
         self._register_load_state_dict_pre_hook(self._student_only_hook)
 
     # ------------------------------------------------------------------ build
@@ -287,22 +287,45 @@ class BaseDistiller(BaseModel):
     #: on the input), so they are never reused; see :meth:`loss`.
     student_dependent_prefix: Optional[str] = None
 
-    def loss(self, inputs: Tensor, data_samples,
-             reuse_teacher: bool = False) -> Dict[str, Tensor]:
+    def loss(self, inputs: Tensor, data_samples) -> Dict[str, Tensor]:
         """Task losses (``task.*``) plus one ``distill.<term>`` per term.
+        With :attr:`recompute_cache` set, keeps what
+        :meth:`recompute_loss` reuses."""
+        cache = self.recompute_cache
+        if cache is None:
+            return self._loss(inputs, data_samples)
+        cache.clear()
+        cache.inputs, cache.data_samples = inputs, data_samples
+        with cache.targets.record(self.student):
+            return self._loss(inputs, data_samples, cache=cache)
 
-        Args:
-            inputs: The preprocessed batch.
-            data_samples: Its data samples.
-            reuse_teacher: Reuse the teacher's outputs of the previous call
-                (same batch, frozen teacher: the same values) instead of
-                running it again. Needs :attr:`cache_teacher` set before that
-                call. Defaults to False.
+    def recompute_loss(self) -> Dict[str, Tensor]:
+        """The losses of the last :meth:`loss` call's batch at the current
+        parameters, reusing its preprocessed batch, the teacher's outputs
+        and the prediction-independent label assignment
+        (:mod:`mokd_det.distillers.recompute_cache`).
+
+        Raises:
+            RuntimeError: :attr:`recompute_cache` was not set before that
+                call.
         """
-        reuse = reuse_teacher and self._teacher_cache is not None
+        cache = self.recompute_cache
+        if cache is None or not cache.ready:
+            raise RuntimeError(
+                'recompute_loss() needs recompute_cache = RecomputeCache() '
+                'set before the loss() call it repeats (the recomputing '
+                'hooks set it in before_run)')
+        with cache.targets.replay(self.student):
+            return self._loss(cache.inputs, cache.data_samples, cache=cache,
+                              reuse=True)
+
+    def _loss(self, inputs: Tensor, data_samples,
+              cache: Optional[RecomputeCache] = None,
+              reuse: bool = False) -> Dict[str, Tensor]:
+        reuse = reuse and cache.teacher is not None
         with self.student_taps.recording(), self.teacher_taps.recording():
             if reuse:
-                feats, records = self._teacher_cache
+                feats, records = cache.teacher
                 self.teacher_taps.restore(records)
             else:
                 with torch.no_grad():
@@ -311,8 +334,8 @@ class BaseDistiller(BaseModel):
             task = self.student.loss(inputs, data_samples)
             with torch.no_grad():
                 self.run_teacher_heads(feats, reused=reuse)
-            if self.cache_teacher and not reuse:
-                self._teacher_cache = (feats, self.teacher_taps.snapshot(
+            if cache is not None and not reuse:
+                cache.teacher = (feats, self.teacher_taps.snapshot(
                     exclude_prefix=self.student_dependent_prefix))
             losses = {f'{TASK}.{k}': v for k, v in task.items()}
             for term in self.terms:

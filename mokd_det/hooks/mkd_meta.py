@@ -1,7 +1,7 @@
 """MKD's meta update of the temperatures, every ``interval`` iterations
 after the student step (see :mod:`mokd_det.optim.mkd`). A hook, because the
-meta update needs the batch, which only hooks receive on mmengine's DDP
-path. See :mod:`mokd_det.hooks.recompute` for the recomputation."""
+meta update runs between iterations on every one of mmengine's paths. See
+:mod:`mokd_det.hooks.recompute` for the recomputation."""
 from mmengine.registry import HOOKS
 
 from .recompute import RecomputeHook, norm_stats_kept
@@ -19,18 +19,14 @@ class MKDMetaHook(RecomputeHook):
         if not isinstance(wrapper, MKDOptimWrapper):
             raise TypeError('MKDMetaHook goes with MKDOptimWrapper, not '
                             f'{type(wrapper).__name__}')
-        model = self.distiller(runner)
         # before load_or_resume, so a resumed meta optimizer state applies
-        wrapper.bind(model)
-        model.cache_teacher = True
+        wrapper.bind(self.distiller(runner))
+        super().before_run(runner)
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None) -> None:
+    def after_step(self, runner, model) -> None:
         wrapper = runner.optim_wrapper
-        model = self.distiller(runner)
         if wrapper.stepped and \
                 wrapper.applied_steps % wrapper.interval == 0:
-            loss_fn = self.recompute(runner, model, data_batch)
+            loss_fn = self.recompute(runner, model)
             with norm_stats_kept(model):
                 wrapper.meta_update(loss_fn)
-        model._teacher_cache = None

@@ -2,9 +2,8 @@
 after the student step the group losses are recomputed on the same batch
 with the updated student ("frozen model inference") and the weight logits
 are updated from the change. mmengine's DDP path never calls the model's
-``train_step``, so this is a hook, which receives the batch on every path.
-See :mod:`mokd_det.hooks.recompute` for how the recomputation is kept
-faithful and cheap."""
+``train_step``, so this is a hook. See :mod:`mokd_det.hooks.recompute` for
+how the recomputation is kept faithful and cheap."""
 import torch
 import torch.distributed as torch_dist
 from mmengine.registry import HOOKS
@@ -28,21 +27,19 @@ class MoKDAmortizedHook(RecomputeHook):
             raise TypeError(
                 'MoKDAmortizedHook goes with MoKDOptimWrapper(mode='
                 f"'amortized'), not {type(wrapper).__name__}")
-        self.distiller(runner).cache_teacher = True
+        super().before_run(runner)
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None) -> None:
+    def after_step(self, runner, model) -> None:
         wrapper = runner.optim_wrapper
-        model = self.distiller(runner)
         before = wrapper.pending_losses()
-        if before is not None:  # a step happened in this iteration
-            loss_fn = self.recompute(runner, model, data_batch)
-            with torch.no_grad(), norm_stats_kept(model):
-                groups = get_loss_groups(loss_fn())
-            after = torch.stack([groups[g].float() for g in wrapper.groups])
-            both = torch.stack([before.to(after.device), after])
-            if torch_dist.is_available() and torch_dist.is_initialized():
-                torch_dist.all_reduce(both)
-                both /= torch_dist.get_world_size()
-            wrapper.update_weights(both[0], both[1])
-        model._teacher_cache = None
+        if before is None:  # no step in this iteration
+            return
+        loss_fn = self.recompute(runner, model)
+        with torch.no_grad(), norm_stats_kept(model):
+            groups = get_loss_groups(loss_fn())
+        after = torch.stack([groups[g].float() for g in wrapper.groups])
+        both = torch.stack([before.to(after.device), after])
+        if torch_dist.is_available() and torch_dist.is_initialized():
+            torch_dist.all_reduce(both)
+            both /= torch_dist.get_world_size()
+        wrapper.update_weights(both[0], both[1])

@@ -1,15 +1,16 @@
 """Shared machinery of the hooks that recompute the losses of an iteration
 after its step (amortized MoKD, MKD's meta update).
 
-Recomputing "the same losses at new parameters" needs, besides the batch
-(which only hooks receive on mmengine's DDP path):
+Recomputing "the same losses at new parameters" needs:
 
+* the same batch, teacher outputs and (prediction-independent) label
+  assignment: the distiller keeps them from the iteration's forward in its
+  :class:`~mokd_det.distillers.RecomputeCache`, which these hooks switch on
+  (:meth:`BaseDistiller.recompute_loss`);
 * the iteration's random state, so random choices inside the losses (RoI
   sampling, for instance) repeat;
 * the normalisation statistics left as they were: a recomputation is not a
-  training pass, so BatchNorm running statistics are restored afterwards;
-* the teacher's outputs, reused: the teacher is frozen and the batch is the
-  same, so they are the same values (the distiller caches them).
+  training pass, so BatchNorm running statistics are restored afterwards.
 """
 from contextlib import contextmanager
 
@@ -19,6 +20,7 @@ from mmengine.model import is_model_wrapper
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..distillers.base import BaseDistiller
+from ..distillers.recompute_cache import RecomputeCache
 
 
 @contextmanager
@@ -51,6 +53,9 @@ class RecomputeHook(Hook):
                             f'{type(model).__name__}')
         return model
 
+    def before_run(self, runner) -> None:
+        self.distiller(runner).recompute_cache = RecomputeCache()
+
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
         cuda = torch.cuda.get_rng_state_all() \
             if torch.cuda.is_initialized() else None
@@ -68,18 +73,27 @@ class RecomputeHook(Hook):
                 torch.cuda.set_rng_state_all(cuda_state)
             yield
 
-    def recompute(self, runner, model: BaseDistiller, data_batch):
-        """A function returning the grouped total loss of ``data_batch`` at
-        the current parameters (teacher reused, iteration's RNG, AMP as in
+    def recompute(self, runner, model: BaseDistiller):
+        """A function returning the grouped total loss of this iteration's
+        batch at the current parameters (iteration's RNG, AMP as in
         training); call it inside :func:`norm_stats_kept`."""
-        data = model.data_preprocessor(data_batch, True)
 
         def loss_fn():
             with self.replayed_rng(), \
                     runner.optim_wrapper.autocast_context():
-                losses = model.loss(data['inputs'], data['data_samples'],
-                                    reuse_teacher=True)
-                total, _ = model.parse_losses(losses)
+                total, _ = model.parse_losses(model.recompute_loss())
             return total
 
         return loss_fn
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        """Runs :meth:`after_step` and frees the distiller's cache."""
+        try:
+            self.after_step(runner, self.distiller(runner))
+        finally:
+            self.distiller(runner).recompute_cache.clear()
+
+    def after_step(self, runner, model: BaseDistiller) -> None:
+        """The method's work after the iteration's update."""
+        raise NotImplementedError

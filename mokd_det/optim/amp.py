@@ -67,7 +67,7 @@ class AmpMultiObjectiveMixin:
         return self._scale
 
     def autocast_context(self):
-        device = self.params()[0].device.type
+        device = self.optimizer.param_groups[0]['params'][0].device.type
         return torch.autocast(device_type=device, dtype=self.cast_dtype)
 
     def optim_context(self, model):

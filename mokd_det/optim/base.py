@@ -246,9 +246,10 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         norms over all parameters; returns the three dot products
         (tt, dd, td) for reuse. ``entries`` passes them in when the caller
         has them already."""
-        tt, dd, td = entries if entries is not None else (
-            dot(g_task, g_task), dot(g_distill, g_distill),
-            dot(g_task, g_distill))
+        if entries is None:
+            gram = gram_matrix(flatten([g_task, g_distill], self.params()))
+            entries = (gram[0, 0], gram[1, 1], gram[0, 1])
+        tt, dd, td = entries
         if self.log_dynamics:
             nt, nd = tt.sqrt(), dd.sqrt()
             self.log_scalar('kd/cos', td / (nt * nd).clamp_min(1e-30))
@@ -273,20 +274,33 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         super().load_state_dict(state_dict)
 
 
-def dot(a: Grads, b: Grads) -> Tensor:
-    """<a, b> over parameter lists (None counts as zero)."""
-    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-    if not pairs:
-        return torch.zeros(())
-    return torch.stack([(x.float() * y.float()).sum() for x, y in pairs]).sum()
-
-
-def gram_matrix(grads: Sequence[Grads]) -> Tensor:
-    """The K x K matrix of <g_i, g_j> (float64, CPU), each entry computed
-    once."""
-    k = len(grads)
-    out = torch.zeros(k, k, dtype=torch.float64)
-    for i in range(k):
-        for j in range(i, k):
-            out[i, j] = out[j, i] = dot(grads[i], grads[j]).double()
+def flatten(grads: Sequence[Grads], params: Sequence[Tensor]) -> Tensor:
+    """The (K, N) float32 matrix whose row k is the k-th gradient list
+    flattened over ``params`` (None counts as zero); one copy per list, so
+    that dot products and combinations are single BLAS calls instead of a
+    kernel per parameter."""
+    n = sum(p.numel() for p in params)
+    out = torch.empty(len(grads), n, dtype=torch.float32,
+                      device=params[0].device)
+    for row, gs in zip(out, grads):
+        torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
+                   for p, g in zip(params, gs)], out=row)
     return out
+
+
+def gram_matrix(flat: Tensor) -> Tensor:
+    """The K x K matrix of <g_i, g_j> of the rows of :func:`flatten`'s
+    matrix (one GEMM), as float64 on the CPU."""
+    return (flat @ flat.T).double().cpu()
+
+
+def unflatten_into_grads(flat: Tensor, params: Sequence[Tensor],
+                         present: Sequence[bool]) -> None:
+    """Sets ``p.grad`` to ``p``'s slice of the flat vector ``flat`` (a view,
+    no copy, where the dtypes agree), or None where ``present`` is False."""
+    offset = 0
+    for p, has in zip(params, present):
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).to(p.dtype) \
+            if has else None
+        offset += n

@@ -26,7 +26,9 @@ own formulation** and does not claim to reproduce the paper:
   ``-xi * (grad_tau L_train(theta + eps v) - grad_tau L_train(theta - eps
   v)) / (2 eps)``, eps = ``fd_eps`` / |v|, at the parameters theta *before*
   the step (kept for the steps that get a meta update), which costs one
-  forward-backward (for v) and two forwards, the teacher's outputs reused.
+  forward-backward (for v) and two forwards that differentiate only with
+  respect to tau (the student's parameters are excluded from the graph), the
+  teacher's outputs and the label assignment reused.
   ``meta_mode='second_order'`` uses the exact Hessian-vector product through
   double backpropagation instead (more memory). xi = lr makes the formula
   exact for SGD with momentum and weight decay (the momentum history and the
@@ -37,6 +39,7 @@ own formulation** and does not claim to reproduce the paper:
 Logs ``train/kd/tau_teacher_<term>`` and ``train/kd/tau_student_<term>``
 (means for per-class temperatures) every iteration.
 """
+from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 import torch
@@ -184,10 +187,12 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
             grads = []
             with torch.no_grad():
                 torch._foreach_add_(params, v, alpha=eps)
-            grads.append(self._tau_grad(loss_fn, raw))
+            with _excluded_from_graph(params):
+                grads.append(self._tau_grad(loss_fn, raw))
             with torch.no_grad():
                 torch._foreach_add_(params, v, alpha=-2 * eps)
-            grads.append(self._tau_grad(loss_fn, raw))
+            with _excluded_from_graph(params):
+                grads.append(self._tau_grad(loss_fn, raw))
             meta_grad = [-xi * (gp - gm) / (2 * eps)
                          for gp, gm in zip(*grads)]
         with torch.no_grad():
@@ -235,6 +240,20 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
             self._pending_meta_state = meta  # applied by bind()
         else:
             self.meta_optimizer.load_state_dict(meta)
+
+
+@contextmanager
+def _excluded_from_graph(params: List[Tensor]):
+    """Parameters that do not require grad inside the context, so that a
+    forward records only what depends on the temperatures."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def _all_reduce_mean(tensors: List[Tensor]) -> None:

@@ -60,7 +60,8 @@ from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor
 
 from ..distillers.loss_groups import DISTILL, TASK
-from .base import Grads, MultiObjectiveOptimWrapper, gram_matrix
+from .base import (Grads, MultiObjectiveOptimWrapper, flatten, gram_matrix,
+                   unflatten_into_grads)
 
 
 def two_objective_weights(g11: Tensor, g22: Tensor, g12: Tensor,
@@ -215,22 +216,25 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             self._log_weights(scale)
             return
         raw = [grads[g] for g in self.groups]
-        if self.gram_params == 'shared':
-            shared = [all(r[i] is not None for r in raw)
-                      for i in range(len(params))]
-            raw_gram = [[g if s else None for g, s in zip(r, shared)]
-                        for r in raw]
-        else:
-            raw_gram = raw
-        k = len(self.groups)
-        raw_matrix = gram_matrix(raw_gram)
+        # (K, N): the Gram matrix and the combination are single BLAS calls
+        flat = flatten(raw, params)
+        present = [any(r[i] is not None for r in raw)
+                   for i in range(len(params))]
+        shared = [all(r[i] is not None for r in raw)
+                  for i in range(len(params))]
+        grads.clear()  # the per-parameter gradients are copied into flat
+        del raw
+        raw_matrix = gram_matrix(flat)  # over all parameters
         if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
-            # the dynamics are over all parameters: reuse the Gram entries
-            # when they are
             t, d = self.groups.index(TASK), self.groups.index(DISTILL)
-            entries = (raw_matrix[t, t], raw_matrix[d, d], raw_matrix[t, d]) \
-                if self.gram_params == 'all' else None
-            self.log_gradient_dynamics(grads[TASK], grads[DISTILL], entries)
+            self.log_gradient_dynamics(
+                None, None,
+                (raw_matrix[t, t], raw_matrix[d, d], raw_matrix[t, d]))
+        if self.gram_params == 'shared':
+            mask = torch.repeat_interleave(
+                torch.tensor(shared, dtype=flat.dtype),
+                torch.tensor([p.numel() for p in params])).to(flat.device)
+            raw_matrix = gram_matrix(flat * mask)
         # Gram matrix of the log-loss gradients g_i = G_i / L_i
         log_matrix = raw_matrix / (scale[:, None] * scale[None, :])
         # groups[0] is g1 in the paper's notation for (distill, task): the
@@ -238,17 +242,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         pi = min_norm_weights(log_matrix)
         self.weights = pi.float()
         # weights on the raw gradients: pi_k / L_k
-        coeffs = [float(c) for c in pi / scale]
-        for i, p in enumerate(params):
-            parts = [(coeffs[j], raw[j][i]) for j in range(k)
-                     if raw[j][i] is not None]
-            if not parts:
-                p.grad = None
-                continue
-            g = parts[0][1].mul(parts[0][0])
-            for c, x in parts[1:]:
-                g.add_(x, alpha=c)
-            p.grad = g
+        coeffs = (pi / scale).to(flat)
+        unflatten_into_grads(coeffs @ flat, params, present)
         self._log_weights(scale)
 
     def _log_weights(self, scale: Tensor) -> None:

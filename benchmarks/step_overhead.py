@@ -1,0 +1,329 @@
+"""Training-step cost of every KD method against plain KD, in one process.
+
+Times (after warm-up) the training step of the shipped configs of one
+teacher/student pair, for: the student alone; plain KD (the pair's config
+with a plain OptimWrapper: one backward of the summed loss); the floor
+"plain KD + one extra student backward" (two backward passes, the distill
+loss's with ``retain_graph``); DOT; MoKD exact; MoKD amortized (with its
+loss recomputation hook); MKD (with its meta hook; the timed steps are a
+multiple of its ``interval``, so the meta step is amortized over it exactly
+as in training); and the CWD and PKD feature-loss baselines (plain SGD).
+
+One iteration is what mmengine's loop runs: the method hooks'
+``before_train_iter``, ``model.train_step`` (preprocessing, forward, the
+optim wrapper's update), the hooks' ``after_train_iter`` and the
+``.item()`` of the logged losses (mmengine's RuntimeInfoHook does it every
+iteration). Inputs are synthetic batches (random images and boxes) placed on
+the device beforehand; teachers are random checkpoints of the configured
+architectures (the cost does not depend on the weights).
+
+Noise: all models stay resident and the methods are timed in ``--rounds``
+rounds, each running every method for ``--steps`` steps in a rotated order;
+a method's ratio is the median over rounds of its time divided by plain
+KD's time in the same round.
+
+Peak memory (CUDA only; torch has no CPU allocator statistics): the peak
+allocated during a method's steps, less what the other resident models
+hold.
+
+Presets (``--preset``):
+
+* ``cpu-smoke``: the quickstart pair (RetinaNet R18 -> half-width R18),
+  2 images of 96x96, 2 steps; what CI runs.
+* ``cpu``: the quickstart pair at its training size (8 images, 192x192).
+* ``retinanet`` / ``faster-rcnn``: the COCO pairs (R101 -> R50) at batch 8,
+  800x1216, on CUDA.
+
+Examples:
+    python benchmarks/step_overhead.py --preset cpu
+    python benchmarks/step_overhead.py --preset retinanet --amp
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from typing import Dict, List, Optional
+
+import torch
+from mmengine.logging import MessageHub, MMLogger
+from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
+from mmengine.registry import HOOKS, OPTIM_WRAPPERS, init_default_scope
+from mmengine.structures import InstanceData
+
+from common import ROOT, markdown_table, no_pretrained, random_teacher
+from mokd_det.distillers.loss_groups import DISTILL, TASK, get_loss_groups
+from mokd_det.utils.config import enable_amp, load_config
+
+METHODS = ('student', 'kd', 'kd+bwd', 'dot', 'mokd-exact', 'mokd-amortized',
+           'mkd', 'cwd', 'pkd')
+#: the leaf config of each method (``kd+bwd`` is ``kd`` with the
+#: two-backward wrapper below)
+LEAF = {'kd+bwd': 'kd'}
+METHOD_HOOKS = ('MoKDAmortizedHook', 'MKDMetaHook')
+
+PRESETS = {
+    'cpu-smoke': dict(
+        device='cpu', batch=2, size=(96, 96), warmup=1, steps=2, rounds=1,
+        leaf='configs/quickstart/{}_r18-r18half_retinanet_3e_shapes.py',
+        student='configs/quickstart/retinanet_r18-half_fpn_shapes.py'),
+    'cpu': dict(
+        device='cpu', batch=8, size=(192, 192), warmup=3, steps=20,
+        rounds=3,
+        leaf='configs/quickstart/{}_r18-r18half_retinanet_3e_shapes.py',
+        student='configs/quickstart/retinanet_r18-half_fpn_shapes.py'),
+    'retinanet': dict(
+        device='cuda', batch=8, size=(800, 1216), warmup=5, steps=20,
+        rounds=3,
+        leaf='configs/retinanet/{}_r101-r50_retinanet_1x_coco.py',
+        student='mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'),
+    'faster-rcnn': dict(
+        device='cuda', batch=8, size=(800, 1216), warmup=5, steps=20,
+        rounds=3,
+        leaf='configs/faster_rcnn/{}_r101-r50_faster-rcnn_1x_coco.py',
+        student='mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'),
+}
+
+
+class TwoBackwardMixin:
+    """Plain KD plus one extra student backward: the distill loss is
+    backpropagated with ``retain_graph``, then the task loss, both into
+    ``p.grad``; the floor of any method that needs the two gradients
+    separately."""
+
+    def update_params(self, loss, step_kwargs=None, zero_kwargs=None):
+        groups = get_loss_groups(loss)
+        loss = self.scale_loss(loss)
+        factor = float(loss.detach() / sum(groups.values()).detach())
+        self.backward(groups[DISTILL] * factor, retain_graph=True)
+        self._inner_count -= 1  # one update, two backward passes
+        self.backward(groups[TASK] * factor)
+        if self.should_update():
+            self.step(**(step_kwargs or {}))
+            self.zero_grad(**(zero_kwargs or {}))
+
+
+@OPTIM_WRAPPERS.register_module(force=True)
+class AmpTwoBackwardOptimWrapper(TwoBackwardMixin, AmpOptimWrapper):
+    pass
+
+
+@OPTIM_WRAPPERS.register_module(force=True)
+class TwoBackwardOptimWrapper(TwoBackwardMixin, OptimWrapper):
+    amp_variant = 'AmpTwoBackwardOptimWrapper'
+
+
+class Bench:
+    """One method: its model, optim wrapper, hooks and timings."""
+
+    def __init__(self, name, model, wrapper, hooks):
+        self.name, self.model, self.wrapper = name, model, wrapper
+        self.runner = type('Runner', (), {})()
+        self.runner.model, self.runner.optim_wrapper = model, wrapper
+        self.hooks = hooks
+        self.it = 0
+        self.times: List[float] = []
+        self.peak: Optional[int] = None
+        for hook in hooks:
+            hook.before_run(self.runner)
+
+    def run(self, batches, n: int) -> None:
+        hub = MessageHub.get_current_instance()
+        for _ in range(n):
+            data = batches[self.it % len(batches)]
+            for hook in self.hooks:
+                hook.before_train_iter(self.runner, self.it, data)
+            outputs = self.model.train_step(data, self.wrapper)
+            for hook in self.hooks:
+                hook.after_train_iter(self.runner, self.it, data, outputs)
+            for key, value in outputs.items():  # as RuntimeInfoHook does
+                hub.update_scalar(f'train/{key}', value)
+            self.it += 1
+
+
+def num_classes(model) -> int:
+    """The class count of a detector (or a distiller's student)."""
+    model = getattr(model, 'student', model)
+    head = getattr(model, 'bbox_head', None) or model.roi_head.bbox_head
+    return head.num_classes
+
+
+def make_batches(n, batch, size, classes, device, seed=0) -> List[dict]:
+    """``n`` synthetic detection batches as a dataloader yields them."""
+    from mmdet.structures import DetDataSample
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    out = []
+    for _ in range(n):
+        inputs, samples = [], []
+        for _ in range(batch):
+            inputs.append(torch.randint(0, 256, (3, h, w), generator=gen,
+                                        dtype=torch.uint8).to(device))
+            k = int(torch.randint(3, 11, (1, ), generator=gen))
+            wh = torch.rand(k, 2, generator=gen) * 0.45 * min(h, w) + 8
+            xy = torch.rand(k, 2, generator=gen) * (
+                torch.tensor([w, h]) - wh)
+            sample = DetDataSample(metainfo=dict(
+                img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.)))
+            sample.gt_instances = InstanceData(
+                bboxes=torch.cat([xy, xy + wh], 1).to(device),
+                labels=torch.randint(0, classes, (k, ),
+                                     generator=gen).to(device))
+            samples.append(sample)
+        out.append(dict(inputs=inputs, data_samples=samples))
+    return out
+
+
+def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
+    from mmdet.registry import MODELS
+    if method == 'student':
+        cfg = load_config(preset['student'])
+        no_pretrained(cfg.model)
+    else:
+        cfg = load_config(preset['leaf'].format(LEAF.get(method, method)))
+        no_pretrained(cfg.model.student)
+        random_teacher(cfg, osp.join(tmpdir, 'teacher.pth'))
+    if method == 'kd+bwd':
+        cfg.optim_wrapper.type = 'TwoBackwardOptimWrapper'
+    if method == 'mkd' and args.steps % cfg.optim_wrapper.interval:
+        cfg.optim_wrapper.interval = args.steps
+    if args.amp:
+        enable_amp(cfg)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.to(args.device).train()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    hooks = [HOOKS.build(dict(h)) for h in cfg.get('custom_hooks', [])
+             if h['type'] in METHOD_HOOKS]
+    return Bench(method, model, wrapper, hooks)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def measure(benches: Dict[str, Bench], batches, args) -> None:
+    cuda = args.device.type == 'cuda'
+    names = list(benches)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            bench = benches[name]
+            sync(args.device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(args.device)
+                resident = torch.cuda.memory_allocated(args.device)
+            start = time.perf_counter()
+            bench.run(batches, args.steps)
+            sync(args.device)
+            bench.times.append((time.perf_counter() - start) / args.steps)
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(args.device)
+                own = peak - (resident - bench.persistent)
+                bench.peak = max(bench.peak or 0, own)
+
+
+def report(benches: Dict[str, Bench], args) -> dict:
+    kd, floor = benches.get('kd'), benches.get('kd+bwd')
+    results = {}
+    for name, b in benches.items():
+        row = dict(ms=1e3 * statistics.median(b.times))
+        for ref_name, ref in (('x_kd', kd), ('x_floor', floor)):
+            if ref is not None:
+                row[ref_name] = statistics.median(
+                    t / r for t, r in zip(b.times, ref.times))
+        if b.peak is not None:
+            row['peak_mib'] = b.peak / 2**20
+            if kd is not None:
+                row['mem_x_kd'] = b.peak / kd.peak
+        results[name] = row
+
+    def fmt(row, key, spec):
+        return format(row[key], spec) if key in row else 'n/a'
+
+    rows = [[name, fmt(r, 'ms', '.1f'), fmt(r, 'x_kd', '.3f'),
+             fmt(r, 'x_floor', '.3f'), fmt(r, 'peak_mib', '.0f'),
+             fmt(r, 'mem_x_kd', '.3f')] for name, r in results.items()]
+    print(markdown_table(['method', 'ms/step', 'x plain KD',
+                          'x (KD + 1 bwd)', 'peak MiB', 'mem x KD'], rows))
+    return results
+
+
+def machine(device: torch.device) -> str:
+    if device.type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    return f'{platform.processor() or platform.machine()}, ' \
+        f'{torch.get_num_threads()} threads'
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
+    p.add_argument('--amp', action='store_true',
+                   help='fp16 autocast + dynamic loss scale (the AMP '
+                   'variants of the wrappers)')
+    p.add_argument('--methods', nargs='+', choices=METHODS, default=METHODS)
+    for key in ('batch', 'warmup', 'steps', 'rounds'):
+        p.add_argument(f'--{key}', type=int, default=None,
+                       help='override the preset')
+    p.add_argument('--out', help='also write the results as JSON here')
+    args = p.parse_args()
+    preset = PRESETS[args.preset]
+    for key in ('batch', 'warmup', 'steps', 'rounds'):
+        if getattr(args, key) is None:
+            setattr(args, key, preset[key])
+    args.device = torch.device(preset['device'])
+    if args.device.type == 'cuda' and not torch.cuda.is_available():
+        p.error(f'--preset {args.preset} needs a CUDA device')
+    methods = list(dict.fromkeys(args.methods))
+    args.methods = ['kd'] + [m for m in methods if m != 'kd']
+    return args, preset
+
+
+def main():
+    args, preset = parse_args()
+    os.chdir(ROOT)  # the configs name their teachers relative to the root
+    MMLogger.get_instance('step_overhead', log_level='WARNING')
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    cuda = args.device.type == 'cuda'
+    benches: Dict[str, Bench] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        for method in args.methods:
+            held = torch.cuda.memory_allocated(args.device) if cuda else 0
+            bench = build(method, preset, args, tmpdir)
+            if method == args.methods[0]:
+                batches = make_batches(4, args.batch, preset['size'],
+                                       num_classes(bench.model), args.device)
+            bench.run(batches, args.warmup)
+            sync(args.device)
+            # what this method holds between steps (weights, optimizer and
+            # method state, the other models excluded)
+            bench.persistent = (torch.cuda.memory_allocated(args.device) -
+                                held) if cuda else 0
+            benches[method] = bench
+            print(f'built and warmed up: {method}', flush=True)
+    measure(benches, batches, args)
+    print(f'\n{args.preset}, {"AMP fp16" if args.amp else "fp32"}, batch '
+          f'{args.batch} at {preset["size"][0]}x{preset["size"][1]}, '
+          f'{args.rounds} rounds x {args.steps} steps after {args.warmup} '
+          f'warm-up; {machine(args.device)}; torch {torch.__version__}\n')
+    results = report(benches, args)
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(dict(preset=args.preset, amp=args.amp,
+                           batch=args.batch, size=preset['size'],
+                           steps=args.steps, rounds=args.rounds,
+                           machine=machine(args.device),
+                           torch=torch.__version__, results=results),
+                      f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
