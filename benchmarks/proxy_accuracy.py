@@ -72,7 +72,7 @@ PRESETS = {
         student_model=dict(test_cfg=dict(score_thr=0.0)), seeds=[0],
         min_gap=None, jobs=1),
     'cpu': dict(
-        data=dict(num_train=768, num_val=64, shapes={}),
+        data=dict(num_train=768, num_val=128, shapes={}),
         img_scale=(192, 192), batch=8, teacher_epochs=6, student_epochs=3,
         teacher_model={}, student_model={}, seeds=[0, 1, 2], min_gap=5.0,
         jobs=1),

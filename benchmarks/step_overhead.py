@@ -54,6 +54,7 @@ from mmengine.logging import MessageHub, MMLogger
 from mmengine.optim import AmpOptimWrapper, OptimWrapper, build_optim_wrapper
 from mmengine.registry import HOOKS, OPTIM_WRAPPERS, init_default_scope
 from mmengine.structures import InstanceData
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from common import ROOT, markdown_table, no_pretrained, random_teacher
 from mokd_det.distillers.loss_groups import DISTILL, TASK, get_loss_groups
@@ -137,9 +138,12 @@ class Bench:
             data = batches[self.it % len(batches)]
             for hook in self.hooks:
                 hook.before_train_iter(self.runner, self.it, data)
-            outputs = self.model.train_step(data, self.wrapper)
-            for hook in self.hooks:
-                hook.after_train_iter(self.runner, self.it, data, outputs)
+            with record_function('bench.train_step'):
+                outputs = self.model.train_step(data, self.wrapper)
+            with record_function('bench.after_train_iter'):
+                for hook in self.hooks:
+                    hook.after_train_iter(self.runner, self.it, data,
+                                          outputs)
             for key, value in outputs.items():  # as RuntimeInfoHook does
                 hub.update_scalar(f'train/{key}', value)
             self.it += 1
@@ -254,6 +258,29 @@ def report(benches: Dict[str, Bench], args) -> dict:
     return results
 
 
+def profile_method(bench: Bench, batches, args) -> None:
+    """torch.profiler over ``--steps`` steps of one method: the time per
+    step of each labelled phase (``bench.*``, ``mokd_det.*``) and the top
+    operators by self time."""
+    cuda = args.device.type == 'cuda'
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if cuda else [])
+    with profile(activities=activities) as prof:
+        bench.run(batches, args.steps)
+        sync(args.device)
+    events = prof.key_averages()
+    key = 'device_time_total' if cuda else 'cpu_time_total'
+    rows = [[e.key, f'{getattr(e, key) / 1e3 / args.steps:.1f}',
+             f'{e.count / args.steps:g}']
+            for e in sorted(events, key=lambda e: e.key)
+            if e.key.startswith(('bench.', 'mokd_det.'))]
+    print(f'\nphases of {bench.name} ({"device" if cuda else "CPU"} ms '
+          'per step, nested phases included in their parents):')
+    print(markdown_table(['phase', 'ms/step', 'calls/step'], rows))
+    sort = 'self_device_time_total' if cuda else 'self_cpu_time_total'
+    print(events.table(sort_by=sort, row_limit=15))
+
+
 def machine(device: torch.device) -> str:
     if device.type == 'cuda':
         return torch.cuda.get_device_name(device)
@@ -272,6 +299,9 @@ def parse_args():
         p.add_argument(f'--{key}', type=int, default=None,
                        help='override the preset')
     p.add_argument('--out', help='also write the results as JSON here')
+    p.add_argument('--profile', choices=METHODS, default=None,
+                   help='profile this method (after the timings) with '
+                   'torch.profiler')
     args = p.parse_args()
     preset = PRESETS[args.preset]
     for key in ('batch', 'warmup', 'steps', 'rounds'):
@@ -282,6 +312,8 @@ def parse_args():
         p.error(f'--preset {args.preset} needs a CUDA device')
     methods = list(dict.fromkeys(args.methods))
     args.methods = ['kd'] + [m for m in methods if m != 'kd']
+    if args.profile and args.profile not in args.methods:
+        args.methods.append(args.profile)
     return args, preset
 
 
@@ -315,6 +347,8 @@ def main():
           f'{args.rounds} rounds x {args.steps} steps after {args.warmup} '
           f'warm-up; {machine(args.device)}; torch {torch.__version__}\n')
     results = report(benches, args)
+    if args.profile:
+        profile_method(benches[args.profile], batches, args)
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(preset=args.preset, amp=args.amp,

@@ -47,6 +47,7 @@ import torch
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS, Registry
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from .loss_groups import DISTILL, TASK, parse_grouped_losses
 from .recompute_cache import RecomputeCache
@@ -315,7 +316,8 @@ class BaseDistiller(BaseModel):
                 'recompute_loss() needs recompute_cache = RecomputeCache() '
                 'set before the loss() call it repeats (the recomputing '
                 'hooks set it in before_run)')
-        with cache.targets.replay(self.student):
+        with record_function('mokd_det.recompute_loss'), \
+                cache.targets.replay(self.student):
             return self._loss(cache.inputs, cache.data_samples, cache=cache,
                               reuse=True)
 

@@ -35,6 +35,7 @@ import torch
 from mmdet.models.dense_heads import (AnchorHead, ATSSHead, FCOSHead,
                                       GFLHead)
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 #: (get_targets, _get_targets_single) pairs whose targets depend only on the
 #: priors and the ground truth
@@ -127,7 +128,8 @@ class TargetCache:
             calls = self._calls.setdefault(id(head), [])
 
             def get_targets(*args, **kwargs):
-                out = original(*args, **kwargs)
+                with record_function('mokd_det.get_targets'):
+                    out = original(*args, **kwargs)
                 bound = sig.bind(*args, **kwargs).arguments
                 calls.append((_gt_key(bound), out, _rng_state()))
                 return out

@@ -18,6 +18,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.profiler import record_function
 
 from ..distillers.base import BaseDistiller
 from ..distillers.recompute_cache import RecomputeCache
@@ -90,7 +91,8 @@ class RecomputeHook(Hook):
                          outputs=None) -> None:
         """Runs :meth:`after_step` and frees the distiller's cache."""
         try:
-            self.after_step(runner, self.distiller(runner))
+            with record_function(f'mokd_det.{type(self).__name__}'):
+                self.after_step(runner, self.distiller(runner))
         finally:
             self.distiller(runner).recompute_cache.clear()
 

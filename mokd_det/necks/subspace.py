@@ -21,6 +21,17 @@ projections:
   keeps the isometry argument above exact: projected features keep the norm
   of standardised, hence non-zero, features.)
 
+The orthonormal columns come from torch's ``orthogonal`` parametrisation
+with the **Cayley** map by default (``orthogonal_map``): one linear solve of
+a D x D system per projection and forward. torch's default for non-square
+weights, Householder products, applies C reflections one after another and
+backpropagates through them in a loop; measured on the CPU
+(``benchmarks/RESULTS.md``), a 256 -> 512 projection (the COCO pairs' FPN
+width) took 2.7 s forward and backward with Householder products against
+57 ms with the Cayley map, and ten of them run every step. Checkpoints hold
+the map's own raw parameters, so a neck trained with one map must be loaded
+with the same ``orthogonal_map``.
+
 The neck's parameters train with the student and are saved in the
 distiller's checkpoint (``distill_necks.*``) but not in the exported student.
 """
@@ -39,16 +50,21 @@ class OrthogonalProjection(nn.Module):
     Args:
         in_channels: C_in.
         out_channels: C_out, at least C_in.
+        orthogonal_map: ``'cayley'``, ``'householder'`` or ``'matrix_exp'``
+            (``torch.nn.utils.parametrizations.orthogonal``). Defaults to
+            ``'cayley'`` (see the module docstring).
     """
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int,
+                 orthogonal_map: str = 'cayley'):
         super().__init__()
         if out_channels < in_channels:
             raise ValueError(f'an isometric projection needs out_channels '
                              f'>= in_channels, got {in_channels} -> '
                              f'{out_channels}')
-        self.linear = orthogonal(nn.Linear(in_channels, out_channels,
-                                           bias=False))
+        self.linear = orthogonal(
+            nn.Linear(in_channels, out_channels, bias=False),
+            orthogonal_map=orthogonal_map)
 
     @property
     def weight(self) -> Tensor:
@@ -79,6 +95,8 @@ class SubspaceProjectionNeck(nn.Module):
             locations before projecting. Defaults to True.
         learn_teacher: Learn the teacher projection too; False keeps it a
             fixed random isometry. Defaults to True.
+        orthogonal_map: How the projections are parametrised; see
+            :class:`OrthogonalProjection`. Defaults to ``'cayley'``.
     """
 
     def __init__(self,
@@ -87,7 +105,8 @@ class SubspaceProjectionNeck(nn.Module):
                  num_levels: int = 1,
                  dim: Optional[int] = None,
                  standardize: bool = True,
-                 learn_teacher: bool = True):
+                 learn_teacher: bool = True,
+                 orthogonal_map: str = 'cayley'):
         super().__init__()
         widest = max(student_channels, teacher_channels)
         dim = 2 * widest if dim is None else dim
@@ -99,10 +118,10 @@ class SubspaceProjectionNeck(nn.Module):
         self.dim = dim
         self.standardize = standardize
         self.student_proj = nn.ModuleList(
-            OrthogonalProjection(student_channels, dim)
+            OrthogonalProjection(student_channels, dim, orthogonal_map)
             for _ in range(num_levels))
         self.teacher_proj = nn.ModuleList(
-            OrthogonalProjection(teacher_channels, dim)
+            OrthogonalProjection(teacher_channels, dim, orthogonal_map)
             for _ in range(num_levels))
         if not learn_teacher:
             self.teacher_proj.requires_grad_(False)

@@ -44,6 +44,7 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.optim import OptimWrapper
 from torch import Tensor
+from torch.profiler import record_function
 
 from ..distillers.loss_groups import DISTILL, TASK, get_loss_groups
 
@@ -160,10 +161,13 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         self._inner_count += 1
         if self.should_update():
             if self._acc_grads:
-                grads, values = self._synchronize()
+                with record_function('mokd_det.sync'):
+                    grads, values = self._synchronize()
                 if self.unscale_and_check(grads):
-                    self.apply_gradients(grads, values)
-                    self.step(**(step_kwargs or {}))
+                    with record_function('mokd_det.apply_gradients'):
+                        self.apply_gradients(grads, values)
+                    with record_function('mokd_det.step'):
+                        self.step(**(step_kwargs or {}))
                     self.applied_steps += 1
                     self.stepped = True
                 else:
@@ -184,9 +188,10 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         names = list(objectives)
         for i, name in enumerate(names):
             target = objectives[name] * (self.loss_scale / factor)
-            grads = torch.autograd.grad(
-                target, params, retain_graph=i < len(names) - 1,
-                allow_unused=True)
+            with record_function(f'mokd_det.grad.{name}'):
+                grads = torch.autograd.grad(
+                    target, params, retain_graph=i < len(names) - 1,
+                    allow_unused=True)
             acc = self._acc_grads.get(name)
             if acc is None:
                 self._acc_grads[name] = list(grads)

@@ -6,8 +6,10 @@ from mokd_det.losses import FeatureMSELoss
 from mokd_det.necks import OrthogonalProjection, SubspaceProjectionNeck
 
 
-def test_projection_keeps_orthonormal_columns_while_training():
-    proj = OrthogonalProjection(8, 20)
+@pytest.mark.parametrize('orthogonal_map',
+                         ['cayley', 'householder', 'matrix_exp'])
+def test_projection_keeps_orthonormal_columns_while_training(orthogonal_map):
+    proj = OrthogonalProjection(8, 20, orthogonal_map)
     opt = torch.optim.SGD(proj.parameters(), lr=0.5)
     for _ in range(5):
         loss = proj(torch.randn(2, 8, 3, 3)).pow(3).mean()
@@ -20,6 +22,14 @@ def test_projection_keeps_orthonormal_columns_while_training():
     x = torch.randn(2, 8, 3, 3)
     # an isometry: per-location norms are preserved
     torch.testing.assert_close(proj(x).norm(dim=1), x.norm(dim=1))
+
+
+def test_cayley_map_is_the_default():
+    # Householder products backpropagate in a loop over the columns: far
+    # slower at FPN widths (benchmarks/RESULTS.md)
+    neck = SubspaceProjectionNeck(4, 6)
+    assert neck.student_proj[0].linear.parametrizations.weight[0] \
+        .orthogonal_map.name == 'cayley'
 
 
 def test_shared_space_is_wider_than_both_and_handles_different_channels():
