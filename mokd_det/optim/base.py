@@ -94,7 +94,9 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
 
         Args:
             grads: Objective name -> one gradient (or None) per parameter of
-                :meth:`params`, in order.
+                :meth:`params`, in order. The method may consume it (clear
+                it to free the gradients early); the wrapper discards it
+                after the update.
             values: Group name -> its loss value, averaged like the
                 gradients (over micro-batches and ranks).
         """
@@ -245,23 +247,23 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         return out_grads, out_values
 
     # --------------------------------------------------------- dynamics
-    def log_gradient_dynamics(self, g_task: Grads, g_distill: Grads,
-                              entries: Optional[Tuple] = None) -> Tuple:
+    def task_distill_gram(self, g_task: Grads, g_distill: Grads) -> Tuple:
+        """(tt, dd, td): the dot products of the task and distill gradients
+        over all parameters, from one GEMM."""
+        gram = gram_matrix(flatten([g_task, g_distill], self.params()))
+        return gram[0, 0], gram[1, 1], gram[0, 1]
+
+    def log_gradient_dynamics(self, tt: Tensor, dd: Tensor,
+                              td: Tensor) -> None:
         """Logs cos(g_task, g_distill), ||g_distill|| / ||g_task|| and both
-        norms over all parameters; returns the three dot products
-        (tt, dd, td) for reuse. ``entries`` passes them in when the caller
-        has them already."""
-        if entries is None:
-            gram = gram_matrix(flatten([g_task, g_distill], self.params()))
-            entries = (gram[0, 0], gram[1, 1], gram[0, 1])
-        tt, dd, td = entries
-        if self.log_dynamics:
-            nt, nd = tt.sqrt(), dd.sqrt()
-            self.log_scalar('kd/cos', td / (nt * nd).clamp_min(1e-30))
-            self.log_scalar('kd/norm_ratio', nd / nt.clamp_min(1e-30))
-            self.log_scalar('kd/grad_norm_task', nt)
-            self.log_scalar('kd/grad_norm_distill', nd)
-        return tt, dd, td
+        norms, given the dot products (tt, dd, td) over all parameters."""
+        if not self.log_dynamics:
+            return
+        nt, nd = tt.sqrt(), dd.sqrt()
+        self.log_scalar('kd/cos', td / (nt * nd).clamp_min(1e-30))
+        self.log_scalar('kd/norm_ratio', nd / nt.clamp_min(1e-30))
+        self.log_scalar('kd/grad_norm_task', nt)
+        self.log_scalar('kd/grad_norm_distill', nd)
 
     # ------------------------------------------------------------- state
     def state_dict(self) -> dict:

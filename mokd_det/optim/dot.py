@@ -84,7 +84,8 @@ class DOTOptimWrapper(MultiObjectiveOptimWrapper):
         return {TASK: groups[TASK], DISTILL: groups[DISTILL]}
 
     def apply_gradients(self, grads, values) -> None:
-        self._gram = self.log_gradient_dynamics(grads[TASK], grads[DISTILL])
+        self._gram = self.task_distill_gram(grads[TASK], grads[DISTILL])
+        self.log_gradient_dynamics(*self._gram)
         self._grads = grads
 
     def step(self, **kwargs) -> None:

@@ -227,9 +227,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         raw_matrix = gram_matrix(flat)  # over all parameters
         if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
             t, d = self.groups.index(TASK), self.groups.index(DISTILL)
-            self.log_gradient_dynamics(
-                None, None,
-                (raw_matrix[t, t], raw_matrix[d, d], raw_matrix[t, d]))
+            self.log_gradient_dynamics(raw_matrix[t, t], raw_matrix[d, d],
+                                       raw_matrix[t, d])
         if self.gram_params == 'shared':
             mask = torch.repeat_interleave(
                 torch.tensor(shared, dtype=flat.dtype),
