@@ -23,8 +23,10 @@ Presets (``--preset``):
 * ``cpu-smoke``: 16 tiny images, one epoch, one seed: the pipeline, in CI.
 * ``cpu``: the quickstart pair (RetinaNet R18 -> half-width R18) on the
   quickstart data (768 images at 192 px), teacher 6 epochs, students 3.
-* ``gpu``: RetinaNet R50 -> R18 on a harder generated set (more classes,
-  small objects, clutter), 12 epochs; ``--jobs`` runs in parallel.
+* ``gpu``: RetinaNet R50 -> R18 (full width, stock FPN and head, from
+  scratch) on a harder generated set (10 classes, mostly small objects,
+  more clutter and noise); teacher 24 epochs, students 12; ``--jobs`` runs
+  in parallel. Its sizes are not yet calibrated on a GPU.
 
 Examples:
     python benchmarks/proxy_accuracy.py --preset cpu --seeds 0 1 2
@@ -76,27 +78,42 @@ PRESETS = {
         img_scale=(192, 192), batch=8, teacher_epochs=6, student_epochs=3,
         teacher_model={}, student_model={}, seeds=[0, 1, 2], min_gap=5.0,
         jobs=1),
+    # not yet calibrated on a GPU (none lent so far): sizes are a first
+    # guess at fitting teacher + 24 student runs into ~20 GPU minutes
     'gpu': dict(
-        data=dict(num_train=4000, num_val=400,
-                  shapes=dict(num_classes=10, img_size=(320, 320),
+        data=dict(num_train=2000, num_val=300,
+                  shapes=dict(num_classes=10, img_size=(256, 256),
                               objects_per_image=(4, 12),
                               scale_mix=(0.5, 0.35, 0.15), min_visible=0.4,
                               clutter=(4, 12), noise_std=12.0)),
-        img_scale=(320, 320), batch=16, teacher_epochs=12,
+        img_scale=(256, 256), batch=16, teacher_epochs=24,
         student_epochs=12, teacher_model=R50, student_model=R18,
         seeds=[0, 1, 2], min_gap=5.0, jobs=8),
 }
 
 
 def ensure_data(root: str, spec: dict) -> None:
-    if osp.isfile(osp.join(root, 'annotations', 'instances_val.json')):
+    """Generates the preset's set under ``root`` once (in parallel where
+    there are cores to spare); refuses a set generated with another spec,
+    since finished runs were measured on it."""
+    spec_file = osp.join(root, 'spec.json')
+    if osp.isfile(spec_file):
+        with open(spec_file) as f:
+            if json.load(f) != json.loads(json.dumps(spec)):
+                raise SystemExit(
+                    f'[proxy] {root} holds a set generated with another '
+                    'spec; use another --work-dir or delete it (and the '
+                    'runs measured on it)')
         return
     from mokd_det.datasets import ShapesConfig, generate_coco_detection
     print(f'[proxy] generating {root}', flush=True)
+    workers = os.cpu_count() if (os.cpu_count() or 1) > 2 else 0
     generate_coco_detection(root, num_train=spec['num_train'],
                             num_val=spec['num_val'], seed=0,
                             cfg=ShapesConfig(**spec['shapes']),
-                            progress=False)
+                            progress=False, workers=workers)
+    with open(spec_file, 'w') as f:
+        json.dump(spec, f)
 
 
 def retarget(cfg: Config, preset: dict, data_root: str, epochs: int,
@@ -282,12 +299,18 @@ def parse_args():
                    help='runs in parallel (default: the preset\'s)')
     p.add_argument('--work-dir', default=None,
                    help='default: work_dirs/proxy/<preset>')
+    for key in ('teacher_epochs', 'student_epochs'):
+        p.add_argument('--' + key.replace('_', '-'), type=int, default=None,
+                       help='override the preset')
     return p.parse_args()
 
 
 def main():
     args = parse_args()
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    for key in ('teacher_epochs', 'student_epochs'):
+        if getattr(args, key) is not None:
+            preset[key] = getattr(args, key)
     seeds = args.seeds or preset['seeds']
     jobs = args.jobs or preset['jobs']
     work_dir = osp.abspath(args.work_dir or osp.join(

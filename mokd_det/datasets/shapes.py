@@ -28,6 +28,7 @@ import json
 import math
 import os
 import os.path as osp
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -259,7 +260,8 @@ def generate_coco_detection(out_dir: str,
                             num_val: int = 64,
                             seed: int = 0,
                             cfg: Optional[ShapesConfig] = None,
-                            progress: bool = True) -> Dict[str, str]:
+                            progress: bool = True,
+                            workers: int = 0) -> Dict[str, str]:
     """Writes a COCO-format detection set.
 
     Layout: ``out_dir/{train,val}/*.png`` and
@@ -273,11 +275,15 @@ def generate_coco_detection(out_dir: str,
         seed: Seed of the whole set. Defaults to 0.
         cfg: Rendering parameters. Defaults to ``ShapesConfig()``.
         progress: Show a progress bar. Defaults to True.
+        workers: Processes rendering in parallel (0: this one). Every image
+            is seeded by its index, so the set is the same for any value.
+            Defaults to 0.
 
     Returns:
         Paths of the two annotation files, keyed by split.
     """
     cfg = cfg or ShapesConfig()
+    pool = ProcessPoolExecutor(workers) if workers > 0 else None
     categories = [
         dict(id=i + 1, name=name, supercategory='shape')
         for i, name in enumerate(cfg.class_names)
@@ -287,11 +293,13 @@ def generate_coco_detection(out_dir: str,
     for split, count in (('train', num_train), ('val', num_val)):
         os.makedirs(osp.join(out_dir, split), exist_ok=True)
         images, annotations = [], []
-        for index in tqdm(range(count), desc=f'shapes {split}',
-                          disable=not progress):
-            img, anns = render_detection_image(cfg, seed, split, index)
-            file_name = f'{index:06d}.png'
-            cv2.imwrite(osp.join(out_dir, split, file_name), img)
+        jobs = [(cfg, seed, split, index, osp.join(out_dir, split))
+                for index in range(count)]
+        rendered = pool.map(_write_detection_image, jobs, chunksize=16) \
+            if pool is not None else map(_write_detection_image, jobs)
+        for index, (file_name, anns) in enumerate(
+                tqdm(rendered, total=count, desc=f'shapes {split}',
+                     disable=not progress)):
             images.append(dict(id=index + 1, file_name=file_name,
                                height=cfg.img_size[0], width=cfg.img_size[1]))
             for ann in anns:
@@ -305,7 +313,19 @@ def generate_coco_detection(out_dir: str,
                            images=images, annotations=annotations,
                            categories=categories), f)
         paths[split] = path
+    if pool is not None:
+        pool.shutdown()
     return paths
+
+
+def _write_detection_image(job) -> Tuple[str, list]:
+    """Renders and writes one detection image; returns its file name and
+    annotations."""
+    cfg, seed, split, index, folder = job
+    img, anns = render_detection_image(cfg, seed, split, index)
+    file_name = f'{index:06d}.png'
+    cv2.imwrite(osp.join(folder, file_name), img)
+    return file_name, anns
 
 
 def render_classification_image(cfg: ShapesConfig, seed: int, split: str,

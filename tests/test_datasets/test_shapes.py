@@ -13,14 +13,15 @@ def test_detection_is_deterministic_and_seed_dependent(tmp_path):
     cfg = ShapesConfig(img_size=(96, 96))
     a = generate_coco_detection(str(tmp_path / 'a'), 3, 2, seed=1, cfg=cfg,
                                 progress=False)
+    # rendered in 2 worker processes: the same set
     b = generate_coco_detection(str(tmp_path / 'b'), 3, 2, seed=1, cfg=cfg,
-                                progress=False)
+                                progress=False, workers=2)
     c = generate_coco_detection(str(tmp_path / 'c'), 3, 2, seed=2, cfg=cfg,
                                 progress=False)
     for split in ('train', 'val'):
         assert filecmp.cmp(a[split], b[split], shallow=False)
         assert not filecmp.cmp(a[split], c[split], shallow=False)
-    for name in ('train/000000.png', 'val/000001.png'):
+    for name in ('train/000000.png', 'train/000002.png', 'val/000001.png'):
         assert filecmp.cmp(tmp_path / 'a' / name, tmp_path / 'b' / name,
                            shallow=False)
 
