@@ -282,13 +282,14 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
 
 
 def flatten(grads: Sequence[Grads], params: Sequence[Tensor]) -> Tensor:
-    """The (K, N) float32 matrix whose row k is the k-th gradient list
-    flattened over ``params`` (None counts as zero); one copy per list, so
-    that dot products and combinations are single BLAS calls instead of a
-    kernel per parameter."""
+    """The (K, N) matrix whose row k is the k-th gradient list flattened
+    over ``params`` (None counts as zero); one copy per list, so that dot
+    products and combinations are single BLAS calls instead of a kernel per
+    parameter. float32, or float64 if any parameter is."""
     n = sum(p.numel() for p in params)
-    out = torch.empty(len(grads), n, dtype=torch.float32,
-                      device=params[0].device)
+    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) \
+        else torch.float32
+    out = torch.empty(len(grads), n, dtype=dtype, device=params[0].device)
     for row, gs in zip(out, grads):
         torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
                    for p, g in zip(params, gs)], out=row)

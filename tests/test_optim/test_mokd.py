@@ -139,3 +139,40 @@ def test_model_without_groups_fails_with_a_clear_message():
         wrapper.update_params(theta.sum())
     with pytest.raises(KeyError, match=r"\['distill'\] missing"):
         wrapper.update_params(grouped(task=theta.sum() ** 2))
+
+
+@pytest.mark.parametrize('gram_params', ['shared', 'all'])
+def test_gram_over_shared_or_all_parameters(gram_params):
+    """A trunk with both gradients and one head per loss: 'shared' weighs
+    by the trunk's Gram matrix alone, 'all' by every parameter's; either
+    way every parameter steps along pi_k / L_k times its raw gradients."""
+    f64 = dict(dtype=torch.float64)
+    trunk0, head_t0, head_d0 = ([1., 2.], [0.5], [-1.])
+    trunk, head_t, head_d = (nn.Parameter(torch.tensor(v, **f64))
+                             for v in (trunk0, head_t0, head_d0))
+    a, b = torch.tensor([0., 1.], **f64), torch.tensor([3., -1.], **f64)
+    wrapper = MoKDOptimWrapper(
+        torch.optim.SGD([trunk, head_t, head_d], lr=0.1),
+        gram_params=gram_params)
+    task = (trunk - a).pow(2).sum() + 25 * head_t.pow(2).sum()
+    distill = (trunk - b).pow(2).sum() + (head_d - 2).pow(2).sum()
+    l_t, l_d = float(task), float(distill)
+    wrapper.update_params(grouped(task=task, distill=distill))
+
+    t0, ht0, hd0 = (torch.tensor(v, **f64) for v in (trunk0, head_t0,
+                                                       head_d0))
+    g_task = torch.cat([2 * (t0 - a), 50 * ht0, torch.zeros(1, **f64)])
+    g_dist = torch.cat([2 * (t0 - b), torch.zeros(1, **f64), 2 * (hd0 - 2)])
+    keep = slice(0, 2) if gram_params == 'shared' else slice(None)
+    gt, gd = g_task[keep] / l_t, g_dist[keep] / l_d
+    pi = two_objective_weights(gt @ gt, gd @ gd, gt @ gd)  # (task, distill)
+    torch.testing.assert_close(wrapper.weights.double(), pi, atol=1e-7,
+                               rtol=0)  # weights are kept as float32
+    step = -0.1 * (pi[0] * g_task / l_t + pi[1] * g_dist / l_d)
+    new = torch.cat([trunk.detach(), head_t.detach(), head_d.detach()])
+    torch.testing.assert_close(new - torch.cat([t0, ht0, hd0]), step,
+                               atol=1e-12, rtol=0)
+    other = slice(None) if gram_params == 'shared' else slice(0, 2)
+    gt, gd = g_task[other] / l_t, g_dist[other] / l_d
+    assert abs(float(two_objective_weights(gt @ gt, gd @ gd, gt @ gd)[0]) -
+               float(pi[0])) > 0.05  # the two choices differ here
