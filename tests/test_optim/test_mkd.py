@@ -85,3 +85,20 @@ def test_missing_temperature_is_a_clear_error():
         torch.ones(1))], lr=0.1))
     with pytest.raises(ValueError, match='MetaTemperature'):
         wrapper.bind(nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize('meta_mode', ['finite_difference', 'second_order'])
+def test_meta_update_leaves_the_student_as_the_step_left_it(meta_mode):
+    """The meta step moves theta (to the expansion point and by +-eps v)
+    and must put it back exactly, with its requires_grad flags."""
+    model = LogitStudent(torch.tensor([[3., 0.]]))
+    wrapper = MKDOptimWrapper(torch.optim.SGD([model.s], lr=0.5),
+                              interval=1, meta_mode=meta_mode)
+    wrapper.bind(model)
+    wrapper.update_params(model.loss())
+    after_step = model.s.detach().clone()
+    tau = float(model.kd.temperature.teacher())
+    wrapper.meta_update(model.loss)
+    assert torch.equal(model.s.detach(), after_step)
+    assert model.s.requires_grad
+    assert float(model.kd.temperature.teacher()) != tau  # it did update
