@@ -40,12 +40,12 @@ import statistics
 import subprocess
 import sys
 import time
-from glob import glob
 from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
 from common import ROOT, markdown_table
+from mokd_det.utils import last_coco_metrics
 
 METHODS = ('scratch', 'kd', 'dot', 'mokd-exact', 'mokd-amortized', 'mkd',
            'cwd', 'pkd')
@@ -248,23 +248,15 @@ class Study:
 
 
 def last_val_metrics(run_dir: str) -> Dict[str, float]:
-    """The last validation entry of mmengine's JSON scalar log."""
-    logs = sorted(glob(osp.join(run_dir, '*', 'vis_data', 'scalars.json')))
-    if not logs:
-        raise RuntimeError(f'no scalars.json under {run_dir}')
-    metrics = {}
-    with open(logs[-1]) as f:
-        for line in f:
-            entry = json.loads(line)
-            if 'coco/bbox_mAP' in entry:
-                metrics = entry
-    if not metrics:  # mmdet's CocoMetric reports nothing without detections
+    """The last validation's COCO metrics of a run; 0 mAP when the model
+    made no detections (mmdet's CocoMetric then logs nothing)."""
+    metrics = last_coco_metrics(run_dir)
+    if not metrics:
         with open(osp.join(run_dir, 'train.log')) as f:
             if 'results of the whole dataset is empty' not in f.read():
-                raise RuntimeError(f'no COCO metrics in {logs[-1]}')
+                raise RuntimeError(f'no COCO metrics logged under {run_dir}')
         return dict(bbox_mAP=0.0, no_detections=True)
-    return {k[len('coco/'):]: v for k, v in metrics.items()
-            if k.startswith('coco/bbox_mAP')}
+    return metrics
 
 
 def summary(study: Study, methods, seeds) -> dict:

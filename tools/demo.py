@@ -68,17 +68,10 @@ def work_dir_of(config: str) -> str:
 
 
 def last_val_metrics(work_dir: str) -> dict:
-    """The last validation entry of mmengine's JSON scalar log."""
-    logs = sorted(glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    if not logs:
-        raise RuntimeError(f'no scalars.json under {work_dir}')
-    metrics = {}
-    with open(logs[-1]) as f:
-        for line in f:
-            entry = json.loads(line)
-            if 'coco/bbox_mAP' in entry:
-                metrics = entry
-    return {m: metrics.get(f'coco/{m}', float('nan')) for m in METRICS}
+    """The last validation's metrics of a run (nan where absent)."""
+    from mokd_det.utils import last_coco_metrics
+    metrics = last_coco_metrics(work_dir)
+    return {m: metrics.get(m, float('nan')) for m in METRICS}
 
 
 def train(config: str, work_dir: str, epochs) -> float:

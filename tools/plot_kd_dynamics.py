@@ -9,12 +9,13 @@ import argparse
 import json
 import os.path as osp
 from collections import defaultdict
-from glob import glob
 
 import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
+
+from mokd_det.utils import find_scalar_log  # noqa: E402
 
 # (title, key prefixes, log scale)
 PANELS = [
@@ -26,17 +27,6 @@ PANELS = [
     ('losses', ('loss_task', 'loss_distill'), True),
     ('AMP loss scale', ('kd/loss_scale', ), True),
 ]
-
-
-def find_log(path: str) -> str:
-    """``path`` itself if it is a file, else the newest scalars.json under
-    the work dir."""
-    if osp.isfile(path):
-        return path
-    logs = sorted(glob(osp.join(path, '*', 'vis_data', 'scalars.json')))
-    if not logs:
-        raise FileNotFoundError(f'no */vis_data/scalars.json under {path}')
-    return logs[-1]
 
 
 def read_series(log: str):
@@ -85,7 +75,7 @@ def main():
     p.add_argument('--out', default=None,
                    help='PNG path (default: <work dir>/kd_dynamics.png)')
     args = p.parse_args()
-    log = find_log(args.path)
+    log = find_scalar_log(args.path)
     out = args.out or osp.join(
         args.path if osp.isdir(args.path) else osp.dirname(log),
         'kd_dynamics.png')
