@@ -1,4 +1,9 @@
+import builtins
+import io
+import os
 import pickle
+import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -28,7 +33,7 @@ def clean_allowlist():
 
 def test_mmengine_uses_the_safe_loader_for_local_paths():
     assert CheckpointLoader._get_checkpoint_loader('/x/epoch_1.pth') is \
-        ckpt_mod._load_from_local
+        ckpt_mod.load_from_local_safe
 
 
 def test_mmengine_checkpoint_types_load_with_weights_only(tmp_path):
@@ -54,9 +59,12 @@ def test_disallowed_type_is_refused_with_its_name(tmp_path, clean_allowlist):
     with pytest.raises(UnsafeCheckpointError) as info:
         _load_checkpoint(str(path), map_location='cpu')
     message = str(info.value)
-    assert '_Payload' in message and 'allow_checkpoint_types' in message
+    assert '_Payload' in message and 'may be malicious' in message
+    assert str(path) in message and 'torch.save(model.state_dict()' in message
+    assert 'allow_checkpoint_types' not in message
+    assert 'weights_only' not in message
     assert isinstance(info.value, pickle.UnpicklingError)
-    # the documented way out, for a trusted file
+    # the documented way out, for a trusted file with classes of one's own
     allow_checkpoint_types(_Payload)
     assert safe_torch_load(str(path))['payload'].value == 3
 
@@ -85,3 +93,81 @@ def test_history_buffer_pickles_but_general_getattr_is_refused(tmp_path):
     torch.save(dict(x=_GetattrGadget()), path)
     with pytest.raises(UnsafeCheckpointError, match=r"getattr\(.*__init__"):
         safe_torch_load(str(path))
+
+
+@pytest.mark.parametrize('thing', [
+    eval, exec, os.system, builtins.getattr, print, lambda: None,
+    HistoryBuffer().mean, subprocess.Popen, type, (eval, 'builtins.eval'),
+    'posix.system'])
+def test_allow_checkpoint_types_refuses_callables(thing, clean_allowlist):
+    before = ckpt_mod.allowed_checkpoint_types()
+    with pytest.raises(TypeError,
+                       match='classes only|run code or reach the system'):
+        allow_checkpoint_types(_Payload, thing)
+    assert ckpt_mod.allowed_checkpoint_types() == before  # all or nothing
+
+
+def test_allow_checkpoint_types_says_why():
+    with pytest.raises(TypeError) as info:
+        allow_checkpoint_types(eval)
+    assert 'builtin function' in str(info.value)
+    assert 'run any code' in str(info.value)
+
+
+class _Eval:
+    def __reduce__(self):
+        return eval, ('1 + 1',)
+
+
+def test_file_like_objects_load_and_are_refused():
+    buffer = io.BytesIO()
+    torch.save(dict(w=torch.ones(2)), buffer)
+    buffer.seek(0)
+    assert torch.equal(safe_torch_load(buffer)['w'], torch.ones(2))
+    buffer = io.BytesIO()
+    torch.save(dict(x=_Eval()), buffer)
+    buffer.seek(0)
+    with pytest.raises(UnsafeCheckpointError, match='builtins.eval') as info:
+        safe_torch_load(buffer, source='s3://bucket/evil.pth')
+    assert 's3://bucket/evil.pth' in str(info.value)
+    assert info.value.source == 's3://bucket/evil.pth'
+
+
+@pytest.mark.parametrize('error', [
+    RuntimeError('Cannot use ``weights_only=True`` with files saved in the '
+                 'legacy .tar format. ' + torch.serialization.UNSAFE_MESSAGE),
+    RuntimeError('something new. Re-run with weights_only=False, it will '
+                 'likely succeed.'),
+    pickle.UnpicklingError('Weights only load failed. '
+                           + torch.serialization.UNSAFE_MESSAGE),
+    ValueError('bad opcode'),
+])
+def test_every_unpickler_failure_becomes_a_refusal_without_advice(
+        tmp_path, monkeypatch, error):
+    """Whatever torch raises, and with whatever text, no advice to load
+    without the check reaches the user."""
+    path = tmp_path / 'x.pth'
+    torch.save({}, path)
+
+    def failing_load(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(torch, 'load', failing_load)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        safe_torch_load(str(path))
+    message = str(info.value)
+    assert 'may be malicious' in message and str(path) in message
+    assert 'weights_only' not in message and 'False' not in message
+    assert 'trust' not in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_torchscript_archive_is_refused(tmp_path):
+    """torch refuses it with a RuntimeError that advises weights_only=False;
+    the refusal names what the file is instead."""
+    path = tmp_path / 'scripted.pt'
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.jit is deprecated
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+        with pytest.raises(UnsafeCheckpointError, match='TorchScript') as info:
+            safe_torch_load(str(path))
+    assert 'weights_only' not in str(info.value)
