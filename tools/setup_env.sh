@@ -20,9 +20,10 @@ VENV=${MOKD_VENV:-$ROOT/.venv}
 CACHE=${MOKD_CACHE:-$HOME/.cache/mokd_det}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 
-# mmcv 2.1.0 is published on PyPI as a source distribution only.
+# mmcv 2.1.0 is published on PyPI as a source distribution only; pip fetches
+# it (through this machine's pip configuration: index, proxy, cache) and the
+# tarball is checked against PyPI's published sha256.
 MMCV_VERSION=2.1.0
-MMCV_URL=https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz
 MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 
 cd "$ROOT"
@@ -57,15 +58,25 @@ if [[ -z $mmcv_wheel ]]; then
     log "building mmcv $MMCV_VERSION with ops against torch $torch_tag (about 13 minutes on 2 cores)"
     build=$(mktemp -d)
     trap 'rm -rf "$build"' EXIT
-    curl -fsSL -o "$build/mmcv.tar.gz" "$MMCV_URL"
-    echo "$MMCV_SHA256  $build/mmcv.tar.gz" | sha256sum -c --quiet
-    tar xzf "$build/mmcv.tar.gz" -C "$build"
+    # mmcv's setup.py imports pkg_resources, removed in setuptools 70+: build
+    # with an older setuptools, then restore the pinned one below. (Installed
+    # first: pip download runs the sdist's setup.py for its metadata too.)
+    pip install -q 'setuptools<70' wheel ninja
+    pip download -q --no-binary :all: --no-deps -d "$build/sdist" \
+        "mmcv==$MMCV_VERSION"
+    mmcv_sdist=$build/sdist/mmcv-$MMCV_VERSION.tar.gz
+    if [[ ! -f $mmcv_sdist ]]; then
+        echo "[setup] pip download mmcv==$MMCV_VERSION saved no $(basename "$mmcv_sdist") in $build/sdist" >&2
+        exit 1
+    fi
+    if ! echo "$MMCV_SHA256  $mmcv_sdist" | sha256sum -c --quiet; then
+        echo "[setup] $(basename "$mmcv_sdist") from the package index does not have PyPI's sha256 $MMCV_SHA256; check the index/proxy in your pip configuration (pip config list)" >&2
+        exit 1
+    fi
+    tar xzf "$mmcv_sdist" -C "$build"
     # torch >= 2.14's headers need C++20; mmcv's setup.py hard-codes c++14/17.
     sed -i 's/-std=c++14/-std=c++20/g; s/-std=c++17/-std=c++20/g' \
         "$build/mmcv-$MMCV_VERSION/setup.py"
-    # mmcv's setup.py imports pkg_resources, removed in setuptools 70+: build
-    # with an older setuptools, then restore the pinned one below.
-    pip install -q 'setuptools<70' wheel ninja
     mkdir -p "$wheel_dir"
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} \
         pip wheel -q --no-build-isolation --no-deps -w "$wheel_dir" "$build/mmcv-$MMCV_VERSION"
