@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Distributed testing with torchrun: bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [test.py args]
+# Without CUDA it starts GPUS CPU processes (gloo backend, CPU DDP; see
+# init_cpu_distributed in mokd_det/utils/config.py).
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3

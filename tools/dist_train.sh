@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun: bash tools/dist_train.sh CONFIG GPUS [train.py args]
+# Without CUDA it starts GPUS CPU processes (gloo backend, CPU DDP; see
+# init_cpu_distributed in mokd_det/utils/config.py).
 # Multi-node: NNODES=2 NODE_RANK=0 MASTER_ADDR=host PORT=29500 bash tools/dist_train.sh ...
 CONFIG=$1
 GPUS=$2

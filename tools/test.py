@@ -12,12 +12,14 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mokd_det  # noqa: F401  registers components, safe checkpoint loading
+from mokd_det.utils.config import init_cpu_distributed
 
 
 def parse_args():
@@ -59,6 +61,9 @@ def main():
                                 osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
 
+    # --launcher pytorch without CUDA: gloo process group and CPU DDP
+    cpu_dist = init_cpu_distributed(cfg)
+
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
     if args.out is not None:
@@ -67,6 +72,8 @@ def main():
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
     runner.test()
+    if cpu_dist:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

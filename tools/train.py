@@ -15,12 +15,14 @@ import argparse
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mokd_det  # noqa: F401  registers components, safe checkpoint loading
 from mokd_det.utils import enable_amp, enable_auto_scale_lr
+from mokd_det.utils.config import init_cpu_distributed
 
 
 def parse_args():
@@ -90,9 +92,14 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
 
+    # --launcher pytorch without CUDA: gloo process group and CPU DDP
+    cpu_dist = init_cpu_distributed(cfg)
+
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg \
         else RUNNERS.build(cfg)
     runner.train()
+    if cpu_dist:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == '__main__':

@@ -1,9 +1,19 @@
 """Config loading and the edits behind ``tools/train.py``'s flags."""
+import datetime
+import os
 import os.path as osp
 
-from mmengine.config import Config
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.device import get_device
+from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper
-from mmengine.registry import OPTIM_WRAPPERS
+from mmengine.registry import MODEL_WRAPPERS, OPTIM_WRAPPERS
+from torch.nn.parallel import DistributedDataParallel
+
+#: the environment torchrun gives each process (``--launcher pytorch``)
+TORCHRUN_ENV = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
+                'MASTER_PORT')
 
 
 def enable_amp(cfg: Config) -> None:
@@ -68,3 +78,94 @@ def load_config(path: str) -> Config:
             'from the working directory, "mmdet::..." from the installed '
             'package')
     return Config.fromfile(resolved)
+
+
+def init_cpu_distributed(cfg: Config) -> bool:
+    """Lets ``--launcher pytorch`` (torchrun, ``tools/dist_train.sh``,
+    ``tools/dist_test.sh``) run on a machine without CUDA.
+
+    mmengine's ``init_dist('pytorch')`` calls ``torch.cuda.set_device`` and
+    ``Runner.wrap_model`` gives DDP ``device_ids=[LOCAL_RANK]``, which a CPU
+    module refuses, so a multi-process run on the CPU failed with "Found no
+    NVIDIA driver". Where mmengine finds no accelerator (``get_device()`` is
+    ``'cpu'``), this initialises the default process group from torchrun's
+    environment before the Runner is built (the Runner then skips
+    ``init_dist``), with the gloo backend when the config asks for NCCL
+    (``env_cfg.dist_cfg``'s other arguments, e.g. ``timeout``, are kept),
+    and sets ``cfg.model_wrapper_cfg`` so that DDP gets ``device_ids=None``
+    (the CPU module's DDP; ``broadcast_buffers=False`` and
+    ``find_unused_parameters`` as mmengine's default wrapper). mmengine's
+    seed and sampler synchronisation run over the same group. On a machine
+    with CUDA (or another accelerator mmengine drives) nothing changes.
+
+    Args:
+        cfg: The config, with ``cfg.launcher`` set.
+
+    Returns:
+        True when it initialised the process group (or found one already
+        initialised), False when there is nothing to do: no launcher, or an
+        accelerator.
+
+    Raises:
+        RuntimeError: ``--launcher slurm``/``mpi`` without an accelerator
+            (mmengine derives the local rank from the GPU count there), or
+            ``--launcher pytorch`` without torchrun's environment; the
+            message says how to launch instead.
+    """
+    launcher = cfg.get('launcher', 'none') or 'none'
+    if launcher == 'none' or get_device() != 'cpu':
+        return False
+    if launcher != 'pytorch':
+        raise RuntimeError(
+            f'--launcher {launcher} needs a CUDA device: mmengine derives '
+            'each process\'s device from the GPU count, and this machine has '
+            'none (torch.cuda.is_available() is False). On the CPU, start the '
+            'processes with torchrun: bash tools/dist_train.sh CONFIG NPROC '
+            '(or tools/dist_test.sh), which uses --launcher pytorch and the '
+            'gloo backend.')
+    missing = [k for k in TORCHRUN_ENV if k not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f'--launcher pytorch expects the environment torchrun sets '
+            f'({", ".join(missing)} missing); start the processes with '
+            'bash tools/dist_train.sh CONFIG NPROC (torchrun), or train in '
+            'one process without --launcher.')
+    env_cfg = cfg.get('env_cfg') or ConfigDict()
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    backend = dist_cfg.pop('backend', 'nccl')
+    if backend == 'nccl':
+        backend = 'gloo'
+    dist_cfg.pop('init_backend', None)
+    if isinstance(dist_cfg.get('timeout'), (int, float)):
+        dist_cfg['timeout'] = datetime.timedelta(seconds=dist_cfg['timeout'])
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(
+            backend=backend, init_method='env://', **dist_cfg)
+    env_cfg.setdefault('dist_cfg', ConfigDict())
+    env_cfg.dist_cfg.backend = backend
+    cfg.env_cfg = env_cfg
+
+    wrapper_cfg = cfg.get('model_wrapper_cfg')
+    if wrapper_cfg is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+    else:
+        wrapper_type = wrapper_cfg.get('type', 'MMDistributedDataParallel')
+        wrapper_cls = wrapper_type if isinstance(wrapper_type, type) else \
+            MODEL_WRAPPERS.get(wrapper_type)
+        if wrapper_cls is not None and issubclass(wrapper_cls,
+                                                  DistributedDataParallel):
+            if wrapper_cfg.get('device_ids') is not None:
+                print_log(
+                    f'model_wrapper_cfg.device_ids='
+                    f'{wrapper_cfg.device_ids} ignored: no CUDA device, DDP '
+                    'runs on the CPU (device_ids=None)', logger='current',
+                    level=30)
+            wrapper_cfg.device_ids = None
+    print_log(
+        f'no CUDA device: {os.environ["WORLD_SIZE"]}-process DDP on the CPU '
+        f'with the {backend} backend (rank {os.environ["RANK"]})',
+        logger='current')
+    return True
