@@ -13,8 +13,9 @@ set. The scaler's state is saved with the wrapper.
 ``init_scale``, ``growth_factor``, ``backoff_factor``, ``growth_interval``;
 ``dtype`` ``'float16'`` (default) or ``'bfloat16'`` (no scaling needed;
 note that mmcv 2.1.0's focal-loss CUDA kernel has no bfloat16, so
-RetinaNet-style heads need float16). Works on CPU as well as CUDA (autocast
-on the parameters' device).
+RetinaNet-style heads need float16). Needs CUDA: without it the constructor
+raises the error of ``--amp`` (``allow_cpu=True`` runs on the CPU anyway,
+for tests of these semantics; autocast follows the parameters' device).
 """
 from contextlib import ExitStack
 from typing import Union
@@ -35,7 +36,29 @@ class AmpMultiObjectiveMixin:
                  optimizer,
                  loss_scale: Union[str, float, dict] = 'dynamic',
                  dtype: Union[str, torch.dtype, None] = None,
+                 allow_cpu: bool = False,
                  **kwargs):
+        """Builds the wrapper; refuses a machine without CUDA.
+
+        Args:
+            optimizer: The student's optimizer.
+            loss_scale: ``'dynamic'``, a float (static) or a dict of
+                GradScaler arguments. Defaults to ``'dynamic'``.
+            dtype: ``'float16'`` (default) or ``'bfloat16'``.
+            allow_cpu: Run without CUDA anyway, for tests of the AMP
+                semantics on a CPU-only machine (fp16 on the CPU is slow
+                and its dynamic loss scale skips most of the first steps
+                while it settles). Defaults to False: without CUDA the
+                wrapper refuses to build.
+            **kwargs: The wrapper's own arguments.
+
+        Raises:
+            RuntimeError: No CUDA device and not ``allow_cpu`` (the message
+                of ``--amp``, :data:`mokd_det.utils.config.AMP_NEEDS_CUDA`).
+        """
+        if not allow_cpu:
+            from ..utils.config import check_amp_device
+            check_amp_device()
         super().__init__(optimizer, **kwargs)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
