@@ -21,6 +21,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mokd_det  # noqa: F401  registers components, safe checkpoint loading
+from mokd_det.datasets.checks import check_detection_data
 from mokd_det.utils import enable_amp, enable_auto_scale_lr
 from mokd_det.utils.config import init_cpu_distributed
 
@@ -46,6 +47,12 @@ def parse_args():
         const='auto',
         help='resume from the given checkpoint, or without a path from the '
         'latest checkpoint in the work directory')
+    parser.add_argument(
+        '--skip-data-check',
+        action='store_true',
+        help='do not check the COCO-style train/val data at start-up '
+        '(annotation files, classes, image files; '
+        'mokd_det.datasets.check_detection_data)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -91,6 +98,10 @@ def main():
     elif args.resume is not None:
         cfg.resume = True
         cfg.load_from = args.resume
+
+    # bad data fails here, naming the files, not at iteration N
+    if not args.skip_data_check:
+        check_detection_data(cfg, log=os.environ.get('RANK', '0') == '0')
 
     # --launcher pytorch without CUDA: gloo process group and CPU DDP
     cpu_dist = init_cpu_distributed(cfg)
