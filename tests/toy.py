@@ -18,12 +18,14 @@ class ToyNet(BaseModel):
     BatchNorm: per-sample normalisation keeps micro-batches and ranks
     equivalent to one large batch."""
 
-    def __init__(self, width=4, num_classes=3, data_preprocessor=None,
-                 init_cfg=None):
+    def __init__(self, width=4, num_classes=3, norm='gn',
+                 data_preprocessor=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg)
+        norm_layer = nn.GroupNorm(1, width) if norm == 'gn' else \
+            nn.BatchNorm2d(width)
         self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1),
-                                      nn.GroupNorm(1, width), nn.ReLU())
+                                      norm_layer, nn.ReLU())
         self.neck = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(width, num_classes)
         self.num_classes = num_classes
@@ -54,7 +56,8 @@ class ToyDistiller(BaseDistiller):
         return model.num_classes
 
 
-def toy_distiller(tmp_path, temperature=2.0, seed=0, feature=True):
+def toy_distiller(tmp_path, temperature=2.0, seed=0, feature=True,
+                  student_norm='gn'):
     """A ToyDistiller with a logit term (and a feature term)."""
     torch.manual_seed(seed)
     teacher = ToyNet(width=6)
@@ -71,7 +74,8 @@ def toy_distiller(tmp_path, temperature=2.0, seed=0, feature=True):
                              neck=dict(type='SubspaceProjectionNeck',
                                        standardize=False))
     torch.manual_seed(seed + 1)
-    return ToyDistiller(student=dict(type='ToyNet', width=4),
+    return ToyDistiller(student=dict(type='ToyNet', width=4,
+                                     norm=student_norm),
                         teacher=dict(model=dict(type='ToyNet', width=6),
                                      checkpoint=path),
                         distill_losses=terms, probe_input_size=(4, 4))

@@ -2,12 +2,15 @@ from .amp import (AmpDOTOptimWrapper, AmpMKDOptimWrapper,
                   AmpMoKDOptimWrapper, AmpMultiObjectiveMixin)
 from .base import MultiObjectiveOptimWrapper
 from .dot import DOTOptimWrapper
+from .guard import NonFiniteGuard, NonFiniteTrainingError
+from .kd import AmpKDOptimWrapper, KDOptimWrapper
 from .mkd import MKDOptimWrapper
 from .mokd import MoKDOptimWrapper, min_norm_weights, two_objective_weights
 
 __all__ = [
-    'AmpDOTOptimWrapper', 'AmpMKDOptimWrapper', 'AmpMoKDOptimWrapper',
-    'AmpMultiObjectiveMixin', 'DOTOptimWrapper', 'MKDOptimWrapper',
-    'MoKDOptimWrapper', 'MultiObjectiveOptimWrapper', 'min_norm_weights',
-    'two_objective_weights'
+    'AmpDOTOptimWrapper', 'AmpKDOptimWrapper', 'AmpMKDOptimWrapper',
+    'AmpMoKDOptimWrapper', 'AmpMultiObjectiveMixin', 'DOTOptimWrapper',
+    'KDOptimWrapper', 'MKDOptimWrapper', 'MoKDOptimWrapper',
+    'MultiObjectiveOptimWrapper', 'NonFiniteGuard', 'NonFiniteTrainingError',
+    'min_norm_weights', 'two_objective_weights'
 ]

@@ -89,6 +89,12 @@ class AmpMultiObjectiveMixin:
     def loss_scale(self) -> float:
         return self._scale
 
+    @property
+    def overflow_is_divergence(self) -> bool:
+        """A dynamic loss scale overflows while it settles: not counted
+        towards ``max_nonfinite_steps`` (non-finite losses still are)."""
+        return not self._dynamic
+
     def autocast_context(self):
         device = self.optimizer.param_groups[0]['params'][0].device.type
         return torch.autocast(device_type=device, dtype=self.cast_dtype)

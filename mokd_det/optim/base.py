@@ -30,9 +30,12 @@ How it keeps mmengine's OptimWrapper semantics:
   :meth:`method_state_dict`, so ``--resume`` continues exactly.
 
 Errors and skips: a model that does not group its losses fails at the first
-step with a message saying so; a missing group is an error; an iteration
-whose group losses are not finite is skipped (no gradient is accumulated,
-``train/kd/skipped_steps`` counts it), never applied.
+step with a message saying so; a missing group is an error. Non-finite
+values (:mod:`mokd_det.optim.guard`): an iteration whose group losses are
+not finite is skipped (no gradient is accumulated, the normalisation
+statistics its forward moved are put back) on every rank; an update whose
+gradients are not finite is skipped; ``train/kd/skipped_steps`` counts both,
+and ``max_nonfinite_steps`` of them in a row stop the run with a message.
 
 Subclasses implement :meth:`objectives` and :meth:`apply_gradients`.
 """
@@ -47,11 +50,12 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from ..distillers.loss_groups import DISTILL, TASK, get_loss_groups
+from .guard import NonFiniteGuard, all_finite, all_ranks_agree
 
 Grads = List[Optional[Tensor]]
 
 
-class MultiObjectiveOptimWrapper(OptimWrapper):
+class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
     """Base of the KD optim wrappers (see the module docstring).
 
     Args:
@@ -61,6 +65,9 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         log_dynamics: Log cos(g_task, g_distill), the norm ratio
             ||g_distill|| / ||g_task|| and both norms each update when the
             method has per-group gradients. Defaults to True.
+        max_nonfinite_steps: Consecutive non-finite iterations (skipped)
+            after which training stops with ``NonFiniteTrainingError``.
+            Defaults to 20.
         **kwargs: ``accumulative_counts``, ``clip_grad`` as for
             ``OptimWrapper``.
     """
@@ -69,13 +76,14 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
                  optimizer,
                  groups: Sequence[str] = (TASK, DISTILL),
                  log_dynamics: bool = True,
+                 max_nonfinite_steps: int = 20,
                  **kwargs):
         super().__init__(optimizer, **kwargs)
+        self.init_guard(max_nonfinite_steps)
         self.groups = tuple(groups)
         self.log_dynamics = log_dynamics
         self._acc_grads: Dict[str, Grads] = OrderedDict()
         self._acc_values: Dict[str, Tensor] = OrderedDict()
-        self._skipped = 0
         #: updates applied so far (skipped ones excluded), and whether the
         #: last ``update_params`` applied one
         self.applied_steps = 0
@@ -124,8 +132,13 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
         return 1.0
 
     def unscale_and_check(self, grads: Dict[str, Grads]) -> bool:
-        """Unscales AMP gradients in place; True if all are finite."""
-        return True
+        """Unscales AMP gradients in place; True if all are finite (fp32:
+        the check alone)."""
+        return all_finite([g for gs in grads.values() for g in gs])
+
+    #: whether a gradient overflow is a sign of divergence (fp32) rather
+    #: than of a loss scale still settling (fp16 AMP)
+    overflow_is_divergence = True
 
     def autocast_context(self):
         """The mixed-precision context of the forward (none in fp32)."""
@@ -133,6 +146,9 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
 
     # ---------------------------------------------------------- the update
     def optim_context(self, model):
+        # the forward may move normalisation statistics: kept, to put them
+        # back if its loss is not finite
+        self.snapshot_buffers(model)
         # no_sync for every forward: the wrapper syncs gradients itself
         if hasattr(model, 'no_sync'):
             return model.no_sync()
@@ -146,9 +162,13 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
                 f'{type(self).__name__}: loss groups {missing} missing from '
                 f'this iteration (got {list(groups)}). A distiller with no '
                 'distill_losses has no distill group.')
-        if not all(torch.isfinite(v.detach()).all() for v in groups.values()):
-            self._skipped += 1
-            self.log_scalar('kd/skipped_steps', self._skipped)
+        finite = all(bool(torch.isfinite(v.detach()).all())
+                     for v in groups.values())
+        device = next(iter(groups.values())).device
+        if not all_ranks_agree(finite, device):
+            bad = [g for g, v in groups.items()
+                   if not torch.isfinite(v.detach()).all()]
+            self.record_skip(f'loss groups {bad or "(on another rank)"}')
             return None
         return groups
 
@@ -172,9 +192,10 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
                         self.step(**(step_kwargs or {}))
                     self.applied_steps += 1
                     self.stepped = True
+                    self.record_update()
                 else:
-                    self._skipped += 1
-                    self.log_scalar('kd/skipped_steps', self._skipped)
+                    self.record_skip('gradients',
+                                     counts=self.overflow_is_divergence)
             self.zero_grad(**(zero_kwargs or {}))
             self._acc_grads.clear()
             self._acc_values.clear()
@@ -269,14 +290,14 @@ class MultiObjectiveOptimWrapper(OptimWrapper):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state['mokd_method'] = self.method_state_dict()
-        state['mokd_skipped'] = self._skipped
+        state.update(self.guard_state())
         state['mokd_applied_steps'] = self.applied_steps
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         state_dict = dict(state_dict)
         self.load_method_state_dict(state_dict.pop('mokd_method', {}))
-        self._skipped = state_dict.pop('mokd_skipped', 0)
+        self.pop_guard_state(state_dict)
         self.applied_steps = state_dict.pop('mokd_applied_steps', 0)
         super().load_state_dict(state_dict)
 
@@ -298,8 +319,16 @@ def flatten(grads: Sequence[Grads], params: Sequence[Tensor]) -> Tensor:
 
 def gram_matrix(flat: Tensor) -> Tensor:
     """The K x K matrix of <g_i, g_j> of the rows of :func:`flatten`'s
-    matrix (one GEMM), as float64 on the CPU."""
-    return (flat @ flat.T).double().cpu()
+    matrix (one GEMM), as float64 on the CPU.
+
+    A float32 GEMM overflows once |g|^2 exceeds 3.4e38 (a diverging run);
+    then it is recomputed in float64, which cannot overflow for finite
+    float32 rows (N * (3.4e38)^2 < 1.8e308 for N < 1e229)."""
+    gram = (flat @ flat.T).double().cpu()
+    if flat.dtype != torch.float64 and not torch.isfinite(gram).all():
+        wide = flat.double()
+        gram = (wide @ wide.T).cpu()
+    return gram
 
 
 def unflatten_into_grads(flat: Tensor, params: Sequence[Tensor],

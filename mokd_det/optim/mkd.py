@@ -34,22 +34,27 @@ own formulation** and does not claim to reproduce the paper:
   exact for SGD with momentum and weight decay (the momentum history and the
   decay do not depend on tau); for adaptive optimizers it approximates;
 * the temperatures then take an Adam step (``meta_lr``) on their raw
-  parametrisation.
+  parametrisation. A meta update meeting a non-finite value (the task
+  gradient or the meta-gradient) is skipped and counted
+  (``train/kd/skipped_meta_updates``): the temperatures stay as they were.
 
 Logs ``train/kd/tau_teacher_<term>`` and ``train/kd/tau_student_<term>``
 (means for per-class temperatures) every iteration.
 """
+import logging
 from contextlib import contextmanager
 from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as torch_dist
+from mmengine.logging import print_log
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor
 
 from ..distillers.loss_groups import DISTILL, TASK, get_loss_groups
 from ..losses.temperature import MetaTemperature
 from .base import MultiObjectiveOptimWrapper
+from .guard import all_finite
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -93,12 +98,19 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         self._pending_meta_state: Optional[dict] = None
         self._theta_before: Optional[List[Tensor]] = None
         self.meta_updates = 0
+        self.skipped_meta_updates = 0
 
     # --------------------------------------------------------- student step
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         return {'total': sum(groups.values())}
 
     def apply_gradients(self, grads, values) -> None:
+        if self.meta_optimizer is None:
+            raise RuntimeError(
+                'MKDOptimWrapper was never bound to its temperatures, so they '
+                'would stay frozen: add custom_hooks=[dict(type='
+                "'MKDMetaHook')] to the config (the hook binds them and runs "
+                'the meta update).')
         for p, g in zip(self.params(), grads['total']):
             p.grad = g
         self.log_temperatures()
@@ -161,6 +173,9 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         v = [torch.zeros_like(p) if g is None else g
              for p, g in zip(params, v)]
         _all_reduce_mean(v)
+        if not all_finite(v):
+            self._skip_meta_update('the task gradient after the step')
+            return
         theta_after = [p.detach().clone() for p in params]
         with torch.no_grad():  # the expansion point: theta before the step
             for p, b in zip(params, self._theta_before):
@@ -200,6 +215,9 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
                 p.copy_(a)
         self._theta_before = None
         _all_reduce_mean(meta_grad)
+        if not all_finite(meta_grad):
+            self._skip_meta_update('the temperatures\' meta-gradient')
+            return
         self.meta_optimizer.zero_grad()
         for r, g in zip(raw, meta_grad):
             r.grad = g.to(r.dtype)
@@ -208,6 +226,15 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
             r.grad = None
         self.meta_updates += 1
         self.log_temperatures()
+
+    def _skip_meta_update(self, what: str) -> None:
+        """A meta update with a non-finite value is skipped: temperatures
+        and their optimizer stay as they were (the student too)."""
+        self._theta_before = None
+        self.skipped_meta_updates += 1
+        self.log_scalar('kd/skipped_meta_updates', self.skipped_meta_updates)
+        print_log(f'MKD: meta update skipped, {what} is not finite',
+                  logger='current', level=logging.WARNING)
 
     @staticmethod
     def _tau_grad(loss_fn, raw: List[Tensor]) -> List[Tensor]:

@@ -33,7 +33,8 @@ is the whole batch's; with gradient accumulation each micro-batch uses its
 own L_k, so accumulation averages micro-batch log-loss gradients); after
 the student step the losses are recomputed on the same batch
 (:class:`MoKDAmortizedHook`) and w is updated from the change of the
-log-losses:
+log-losses (a recomputation with a non-finite loss skips the weight update,
+counted in ``train/kd/skipped_weight_updates``):
 
 * ``weight_update='famo'`` (default, FAMO's ``update``): delta_k =
   log L_k(theta_t) - log L_k(theta_{t+1}); grad_w = J_softmax(w)^T delta;
@@ -165,6 +166,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         self._pending: Optional[Tensor] = None  # losses before the step
         self._last_values: Optional[Tensor] = None
         self.weights = torch.full((len(self.groups), ), 1. / len(self.groups))
+        self.skipped_weight_updates = 0
 
     # ------------------------------------------------------------ objectives
     def _check_positive(self, groups: Dict[str, Tensor]) -> None:
@@ -239,6 +241,10 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         # groups[0] is g1 in the paper's notation for (distill, task): the
         # closed form is symmetric, so the order only names the weights
         pi = min_norm_weights(log_matrix)
+        if not torch.isfinite(pi).all():  # e.g. a zero-norm gradient pair
+            raise FloatingPointError(
+                f'MoKD exact: non-finite min-norm weights {pi.tolist()} from '
+                f'the log-gradient Gram matrix {log_matrix.tolist()}')
         self.weights = pi.float()
         # weights on the raw gradients: pi_k / L_k
         coeffs = (pi / scale).to(flat)
@@ -265,6 +271,13 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         old = before.detach().float().cpu().add(self.eps).log()
         new = after.detach().float().cpu().add(self.eps).log()
         self._pending = None
+        if not (torch.isfinite(old).all() and torch.isfinite(new).all()):
+            # a non-finite recomputation must not reach the logits (nor,
+            # through them, the next steps): this weight update is skipped
+            self.skipped_weight_updates += 1
+            self.log_scalar('kd/skipped_weight_updates',
+                            self.skipped_weight_updates)
+            return
         with torch.enable_grad():
             z = F.softmax(self.logits, -1)
             if self.weight_update == 'famo':

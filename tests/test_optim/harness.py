@@ -26,6 +26,8 @@ def make_runner(method, model, amp=False, train_model=None, **kwargs):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9,
                                 weight_decay=1e-4)
+    if amp:  # the AMP semantics, tested on the CPU
+        kwargs = dict(kwargs, allow_cpu=True)
     wrapper = (amp_cls if amp else cls)(optimizer, **{**defaults, **kwargs})
     runner = SimpleNamespace(model=train_model or model,
                              optim_wrapper=wrapper,

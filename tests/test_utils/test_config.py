@@ -2,16 +2,42 @@ import pytest
 from mmengine.config import Config
 
 from mokd_det.utils import enable_amp, enable_auto_scale_lr
+from mokd_det.utils import config as config_module
 
 
-def test_enable_amp_maps_optim_wrapper_to_amp_variant():
+@pytest.fixture
+def with_cuda(monkeypatch):
+    """enable_amp's config mapping, as on a machine with CUDA."""
+    monkeypatch.setattr(config_module, 'check_amp_device', lambda: None)
+
+
+def test_enable_amp_maps_optim_wrapper_to_amp_variant(with_cuda):
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
     enable_amp(cfg)
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
 
 
-def test_enable_amp_keeps_an_amp_wrapper_and_its_loss_scale():
+def test_enable_amp_maps_kd_wrappers_to_their_amp_variants(with_cuda):
+    import mokd_det  # noqa: F401  (registers the wrappers)
+    for fp32, amp in [('KDOptimWrapper', 'AmpKDOptimWrapper'),
+                      ('DOTOptimWrapper', 'AmpDOTOptimWrapper'),
+                      ('MoKDOptimWrapper', 'AmpMoKDOptimWrapper'),
+                      ('MKDOptimWrapper', 'AmpMKDOptimWrapper')]:
+        cfg = Config(dict(optim_wrapper=dict(type=fp32)))
+        enable_amp(cfg)
+        assert cfg.optim_wrapper.type == amp
+
+
+def test_enable_amp_without_cuda_says_so(monkeypatch):
+    monkeypatch.setattr(config_module, 'is_cuda_available', lambda: False)
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    with pytest.raises(RuntimeError, match='needs a CUDA device'):
+        enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'OptimWrapper'  # left as it was
+
+
+def test_enable_amp_keeps_an_amp_wrapper_and_its_loss_scale(with_cuda):
     cfg = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper',
                                          loss_scale=512.)))
     enable_amp(cfg)
