@@ -1,3 +1,4 @@
+from .checkpoint import CrashSafeCheckpointHook
 from .export_student import ExportStudentHook
 from .mkd_meta import MKDMetaHook
 from .mokd_amortized import MoKDAmortizedHook
@@ -5,6 +6,6 @@ from .recompute import RecomputeHook, norm_stats_kept
 from .teacher_eval import TeacherEvalHook
 
 __all__ = [
-    'ExportStudentHook', 'MKDMetaHook', 'MoKDAmortizedHook', 'RecomputeHook',
+    'CrashSafeCheckpointHook', 'ExportStudentHook', 'MKDMetaHook', 'MoKDAmortizedHook', 'RecomputeHook',
     'TeacherEvalHook', 'norm_stats_kept'
 ]
