@@ -2,11 +2,13 @@
 
 Importing the package registers its components into mmengine's root
 registries, where the ``mmdet`` and ``mmpretrain`` scopes find them (configs
-add ``custom_imports = dict(imports=['mokd_det'])``), and makes mmengine load
-local checkpoints safely under torch >= 2.6 (see
-:mod:`mokd_det.utils.checkpoint`).
+add ``custom_imports = dict(imports=['mokd_det'])``), makes mmengine load
+checkpoints safely under torch >= 2.6 (see :mod:`mokd_det.utils.checkpoint`)
+and makes its ``CheckpointHook`` crash-safe (see
+:mod:`mokd_det.hooks.checkpoint`).
 """
-from . import backbones, distillers, hooks, losses, necks, optim  # noqa: F401
+from . import (backbones, datasets, distillers, hooks, losses,  # noqa: F401
+               necks, optim)
 from .utils import install_safe_checkpoint_loader
 from .version import __version__
 
