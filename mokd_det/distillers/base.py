@@ -41,10 +41,13 @@ feature terms (probed with a dummy forward), so configuration mistakes fail
 before the first iteration.
 """
 import copy
+import logging
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmengine.registry import MODELS, Registry
 from torch import Tensor, nn
 from torch.profiler import record_function
@@ -54,7 +57,7 @@ from .recompute_cache import RecomputeCache
 from .taps import Tap, TapRecorder, find_module
 from .teacher import build_teacher
 
-_TERM_KEYS = ('student', 'teacher', 'neck')
+_TERM_KEYS = ('student', 'teacher', 'neck', 'allow_zero_weight')
 
 
 class DistillTerm:
@@ -83,7 +86,10 @@ class BaseDistiller(BaseModel):
         distill_losses: Term name -> dict(type=<loss>, student=<tap>,
             teacher=<tap>, neck=<neck dict, optional>, **loss args); taps
             default to :attr:`default_tap` (``'neck'``: the FPN outputs of
-            a detector). Defaults to no terms (the student trains alone).
+            a detector). A term's ``loss_weight`` must be positive and
+            finite; 0 is accepted only with ``allow_zero_weight=True`` in
+            the term (computed and logged, not trained on). Defaults to no
+            terms (the student trains alone).
         data_preprocessor: Defaults to the student's; when given as a dict
             (a config's top-level ``data_preprocessor``, which the Runner
             passes to the model) the student gets it too.
@@ -135,6 +141,7 @@ class BaseDistiller(BaseModel):
         #: what the last loss() keeps for :meth:`recompute_loss` (set by
         #: the hooks that recompute losses); not state, not saved
         self.recompute_cache: Optional[RecomputeCache] = None
+        self._wrapper_checked = False
         self._register_load_state_dict_pre_hook(self._student_only_hook)
 
     # ------------------------------------------------------------------ build
@@ -149,6 +156,7 @@ class BaseDistiller(BaseModel):
             Tap.parse(cfg.get('teacher', self.default_tap)))
         find_module(self.student, term.student.path, f'student ({name})')
         find_module(self.teacher, term.teacher.path, f'teacher ({name})')
+        _check_loss_weight(name, cfg)
         return term
 
     def extra_student_taps(self) -> List[Tap]:
@@ -352,6 +360,25 @@ class BaseDistiller(BaseModel):
         self.teacher_taps.clear()
         return losses
 
+    def train_step(self, data, optim_wrapper):
+        """mmengine's ``train_step``; warns once when the optim wrapper does
+        not guard against non-finite updates (mmengine's bare
+        ``OptimWrapper``: a NaN distillation loss reaches the weights)."""
+        if not self._wrapper_checked:
+            self._wrapper_checked = True
+            from ..optim.guard import NonFiniteGuard
+            if type(optim_wrapper) in (OptimWrapper, AmpOptimWrapper) and \
+                    not isinstance(optim_wrapper, NonFiniteGuard):
+                print_log(
+                    f'{type(self).__name__} is trained with mmengine\'s '
+                    f'{type(optim_wrapper).__name__}, which applies updates '
+                    'with non-finite losses or gradients to the weights. '
+                    "Use optim_wrapper=dict(type='KDOptimWrapper') for "
+                    'vanilla KD (the same summed loss, with non-finite '
+                    'updates skipped).', logger='current',
+                    level=logging.WARNING)
+        return super().train_step(data, optim_wrapper)
+
     def parse_losses(self, losses):
         return parse_grouped_losses(losses)
 
@@ -375,6 +402,26 @@ def head_activation(head: nn.Module) -> Tuple[str, Optional[int]]:
     if 'MultiLabel' in type(head).__name__:
         return 'sigmoid', None
     return 'softmax', None
+
+
+def _check_loss_weight(name: str, cfg: dict) -> None:
+    """A distillation term's ``loss_weight`` must be a positive number; 0
+    only with ``allow_zero_weight=True`` (a term kept for its logs)."""
+    weight = cfg.get('loss_weight', 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(f'distill term {name!r}: loss_weight must be a '
+                        f'number, got {weight!r}')
+    if weight < 0 or weight != weight:
+        raise ValueError(
+            f'distill term {name!r}: loss_weight={weight} is negative (or '
+            'NaN): the optimiser would then push the student away from the '
+            'teacher. Use a positive weight, or remove the term.')
+    if weight == 0 and not cfg.get('allow_zero_weight', False):
+        raise ValueError(
+            f'distill term {name!r}: loss_weight=0 turns the term off while '
+            'it still costs its forward. Remove the term, or set '
+            'allow_zero_weight=True in it if you want it computed and '
+            'logged without effect.')
 
 
 def _shapes(value: Any) -> List[Tuple[int, ...]]:

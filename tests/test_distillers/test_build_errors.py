@@ -174,3 +174,23 @@ def test_backbone_stage_taps_and_default_fpn_tap(scope, student,
     assert losses['distill.stage'].item() == pytest.approx(0, abs=1e-6)
     assert losses['distill.fpn'].item() == pytest.approx(0, abs=1e-6)
     assert losses['task.loss_cls'][0].requires_grad
+
+
+@pytest.mark.parametrize('weight', [-1.0, float('nan')])
+def test_negative_loss_weight_is_refused(scope, student, teacher_ckpt,
+                                         weight):
+    with pytest.raises(ValueError, match="term 'fpn': loss_weight=.*"
+                       'negative'):
+        build(student, student, teacher_ckpt, fpn=dict(
+            type='FeatureMSELoss', student='neck', teacher='neck',
+            loss_weight=weight))
+
+
+def test_zero_loss_weight_needs_to_be_explicit(scope, student, teacher_ckpt):
+    term = dict(type='FeatureMSELoss', student='neck', teacher='neck',
+                loss_weight=0.0)
+    with pytest.raises(ValueError, match='allow_zero_weight=True'):
+        build(student, student, teacher_ckpt, fpn=dict(term))
+    model = build(student, student, teacher_ckpt,
+                  fpn=dict(term, allow_zero_weight=True))
+    assert model.distill_losses['fpn'].loss_weight == 0.0
