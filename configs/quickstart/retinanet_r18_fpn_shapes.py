@@ -32,6 +32,9 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8,
     num_workers=2,
+    # each sample's augmentation drawn from (seed, epoch, index): --resume
+    # is exact with RandomFlip and persistent workers
+    sampler=dict(type='SeededAugmentationSampler', shuffle=True),
     dataset=dict(
         data_root=data_root,
         metainfo=metainfo,

@@ -1,6 +1,5 @@
 """Each KD optim wrapper end to end through tools/train.py on generated
-data: trains, validates, logs the dynamics; --amp picks the AMP variant;
---resume continues; the plot tool draws the logged dynamics."""
+data: trains, validates, logs the dynamics; --resume continues; the plot tool draws the logged dynamics."""
 import json
 import os.path as osp
 from glob import glob
@@ -49,14 +48,13 @@ def test_wrapper_trains_validates_and_logs(method, shapes_det_root,
     assert len(train) == 2 and all(logged_key in e for e in train)
 
     if method == 'dot':
-        # --amp selects the AMP variant, --resume continues from epoch 1
-        log = run_tool('tools/train.py', config, '--amp', '--resume',
-                   '--cfg-options', 'train_cfg.max_epochs=2')
+        # --resume continues from epoch 1 (--amp on a CPU-only machine is
+        # refused: tests/test_tools/test_amp_cpu.py)
+        log = run_tool('tools/train.py', config, '--resume',
+                       '--cfg-options', 'train_cfg.max_epochs=2')
         assert 'resumed epoch: 1, iter: 2' in log
-        assert "'type': 'AmpDOTOptimWrapper'" in log or \
-            'AmpDOTOptimWrapper' in log
         entries = scalars(cfg.work_dir)
-        assert any('kd/loss_scale' in e for e in entries)
+        assert [e['step'] for e in entries if 'loss_distill' in e] == [3, 4]
         out = str(tmp_path / 'dynamics.png')
         printed = run_tool('tools/plot_kd_dynamics.py', cfg.work_dir, '--out',
                        out)

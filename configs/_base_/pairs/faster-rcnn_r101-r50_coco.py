@@ -31,4 +31,9 @@ model = dict(
             teacher='roi_head.bbox_head:0',
             temperature=2.0,
             loss_weight=1.0)))
+# each sample's augmentation drawn from (seed, epoch, index): exact --resume
+train_dataloader = dict(sampler=dict(type='SeededAugmentationSampler'))
+# the summed losses with the student's own optimizer (vanilla KD), skipping
+# non-finite updates; a method's config replaces the type
+optim_wrapper = dict(type='KDOptimWrapper')
 custom_hooks = [dict(type='ExportStudentHook')]

@@ -24,9 +24,11 @@ model = dict(
 model['student']['head']['loss']['loss_weight'] = 0.5  # CE weight
 
 # 8 GPUs x 64 = batch 512
-train_dataloader = dict(batch_size=64)
+# each sample's augmentation drawn from (seed, epoch, index): exact --resume
+train_dataloader = dict(
+    batch_size=64, sampler=dict(type='SeededAugmentationSampler'))
 optim_wrapper = dict(
-    type='OptimWrapper',
+    type='KDOptimWrapper',
     optimizer=dict(type='SGD', lr=0.2, momentum=0.9, weight_decay=1e-4))
 param_scheduler = dict(
     type='MultiStepLR', by_epoch=True, milestones=[30, 60, 90], gamma=0.1)

@@ -26,4 +26,7 @@ model = dict(
             teacher='bbox_head:0',
             temperature=2.0,
             loss_weight=1.0)))
+# the summed losses with the student's own optimizer (vanilla KD), skipping
+# non-finite updates; a method's config replaces the type
+optim_wrapper = dict(type='KDOptimWrapper')
 custom_hooks = [dict(type='ExportStudentHook')]
