@@ -51,4 +51,7 @@ def worker(rank, world, tmp, methods):
         state = run_method(method, tmp, rank, world)
         if rank == 0:
             torch.save(state, f'{tmp}/ddp_{method}.pth')
+    # no rank tears its connections down while the other still uses them
+    # (once, under a loaded machine, gloo aborted the slower rank: SIGABRT)
+    dist.barrier()
     dist.destroy_process_group()
