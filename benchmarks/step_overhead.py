@@ -34,9 +34,13 @@ Presets (``--preset``):
 * ``retinanet`` / ``faster-rcnn``: the COCO pairs (R101 -> R50) at batch 8,
   800x1216, on CUDA.
 
+``--plan`` builds every method of a preset on the CPU and times nothing:
+what ``benchmarks/gpu_suite.sh --dry-run`` checks before spending GPU time.
+
 Examples:
     python benchmarks/step_overhead.py --preset cpu
     python benchmarks/step_overhead.py --preset retinanet --amp
+    python benchmarks/step_overhead.py --preset retinanet --plan
 """
 import argparse
 import json
@@ -58,7 +62,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from common import ROOT, markdown_table, no_pretrained, random_teacher
 from mokd_det.distillers.loss_groups import DISTILL, TASK, get_loss_groups
-from mokd_det.utils.config import enable_amp, load_config
+from mokd_det.utils.config import amp_variant, enable_amp, load_config
 
 METHODS = ('student', 'kd', 'kd+bwd', 'dot', 'mokd-exact', 'mokd-amortized',
            'mkd', 'cwd', 'pkd')
@@ -182,6 +186,9 @@ def make_batches(n, batch, size, classes, device, seed=0) -> List[dict]:
     return out
 
 
+_PLAN_MODELS: Dict[str, torch.nn.Module] = {}
+
+
 def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     from mmdet.registry import MODELS
     if method == 'student':
@@ -196,9 +203,22 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     if method == 'mkd' and args.steps % cfg.optim_wrapper.interval:
         cfg.optim_wrapper.interval = args.steps
     if args.amp:
-        enable_amp(cfg)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
+        try:
+            enable_amp(cfg)
+        except RuntimeError:
+            if not args.plan:  # no CUDA: the plan checks the mapping only
+                raise
+            print(f'plan: {method}: --amp maps to '
+                  f'{amp_variant(cfg.optim_wrapper.type)}', flush=True)
+            return None
+    if args.plan:  # methods that share a model share its build
+        key = repr(cfg.model)
+        if key not in _PLAN_MODELS:
+            _PLAN_MODELS[key] = MODELS.build(cfg.model)
+        model = _PLAN_MODELS[key]
+    else:
+        model = MODELS.build(cfg.model)
+        model.init_weights()
     model.to(args.device).train()
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     hooks = [HOOKS.build(dict(h)) for h in cfg.get('custom_hooks', [])
@@ -299,6 +319,10 @@ def parse_args():
         p.add_argument(f'--{key}', type=int, default=None,
                        help='override the preset')
     p.add_argument('--out', help='also write the results as JSON here')
+    p.add_argument('--plan', action='store_true',
+                   help='check the plan on any machine: build every '
+                   "method's config, model and optim wrapper on the CPU "
+                   '(with --amp: the wrapper mapping only), time nothing')
     p.add_argument('--profile', choices=METHODS, default=None,
                    help='profile this method (after the timings) with '
                    'torch.profiler')
@@ -308,6 +332,8 @@ def parse_args():
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     args.device = torch.device(preset['device'])
+    if args.plan:  # on any machine: the configs, models and wrappers
+        args.device = torch.device('cpu')
     if args.device.type == 'cuda' and not torch.cuda.is_available():
         p.error(f'--preset {args.preset} needs a CUDA device')
     methods = list(dict.fromkeys(args.methods))
@@ -330,6 +356,13 @@ def main():
         for method in args.methods:
             held = torch.cuda.memory_allocated(args.device) if cuda else 0
             bench = build(method, preset, args, tmpdir)
+            if args.plan:
+                if bench is not None:
+                    print(f'plan: {method}: {type(bench.model).__name__} '
+                          f'with {type(bench.wrapper).__name__} builds',
+                          flush=True)
+                del bench
+                continue
             if method == args.methods[0]:
                 batches = make_batches(4, args.batch, preset['size'],
                                        num_classes(bench.model), args.device)
@@ -341,6 +374,8 @@ def main():
                                 held) if cuda else 0
             benches[method] = bench
             print(f'built and warmed up: {method}', flush=True)
+    if args.plan:
+        return
     measure(benches, batches, args)
     print(f'\n{args.preset}, {"AMP fp16" if args.amp else "fp32"}, batch '
           f'{args.batch} at {preset["size"][0]}x{preset["size"][1]}, '

@@ -115,6 +115,11 @@ class BaseDistiller(BaseModel):
             student = dict(student)
             student.setdefault('data_preprocessor', data_preprocessor)
         student_model = self.model_registry.build(student)
+        if isinstance(data_preprocessor, dict) and \
+                'type' not in data_preprocessor:
+            # a type-less dict is typed by the model class that builds it
+            # (mmpretrain's ImageClassifier): use the student's module
+            data_preprocessor = None
         if data_preprocessor is None:
             data_preprocessor = student_model.data_preprocessor
         super().__init__(data_preprocessor=data_preprocessor,

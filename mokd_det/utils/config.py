@@ -43,6 +43,31 @@ def check_amp_device() -> None:
         raise RuntimeError(AMP_NEEDS_CUDA)
 
 
+def amp_variant(wrapper_type) -> str:
+    """The mixed-precision optim wrapper type that ``--amp`` gives a
+    wrapper type (a name or a class): ``OptimWrapper`` ->
+    ``AmpOptimWrapper``; a class naming ``amp_variant`` -> that; an
+    ``AmpOptimWrapper`` (subclass) -> itself.
+
+    Raises:
+        ValueError: The type is not registered or has no AMP variant.
+    """
+    wrapper_cls = wrapper_type if isinstance(wrapper_type, type) else \
+        OPTIM_WRAPPERS.get(wrapper_type)
+    if wrapper_cls is None:
+        raise ValueError(f'optim_wrapper type {wrapper_type!r} is not '
+                         'registered; is its package in custom_imports?')
+    if issubclass(wrapper_cls, AmpOptimWrapper):
+        return wrapper_type
+    amp_type = 'AmpOptimWrapper' if wrapper_type == 'OptimWrapper' \
+        else getattr(wrapper_cls, 'amp_variant', None)
+    if amp_type is None:
+        raise ValueError(
+            f'--amp: optim_wrapper {wrapper_cls.__name__} has no AMP '
+            'variant; use AmpOptimWrapper or a wrapper with one.')
+    return amp_type
+
+
 def enable_amp(cfg: Config) -> None:
     """Switches ``cfg.optim_wrapper`` to its mixed-precision variant.
 
@@ -56,25 +81,10 @@ def enable_amp(cfg: Config) -> None:
         ValueError: The configured optim wrapper has no AMP variant.
         RuntimeError: No CUDA device (see :func:`check_amp_device`).
     """
-    wrapper_type = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    wrapper_cls = wrapper_type if isinstance(wrapper_type, type) else \
-        OPTIM_WRAPPERS.get(wrapper_type)
-    if wrapper_cls is None:
-        raise ValueError(f'optim_wrapper type {wrapper_type!r} is not '
-                         'registered; is its package in custom_imports?')
-    if not issubclass(wrapper_cls, AmpOptimWrapper):
-        amp_type = 'AmpOptimWrapper' if wrapper_type == 'OptimWrapper' \
-            else getattr(wrapper_cls, 'amp_variant', None)
-        if amp_type is None:
-            raise ValueError(
-                f'--amp: optim_wrapper {wrapper_cls.__name__} has no AMP '
-                'variant; use AmpOptimWrapper or a wrapper with one.')
-    else:
-        amp_type = None
+    amp_type = amp_variant(cfg.optim_wrapper.get('type', 'OptimWrapper'))
     # config errors first, then the machine
     check_amp_device()
-    if amp_type is not None:
-        cfg.optim_wrapper.type = amp_type
+    cfg.optim_wrapper.type = amp_type
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 

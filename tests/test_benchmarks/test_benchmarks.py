@@ -1,7 +1,12 @@
 """The CPU smoke modes of the benchmark scripts: they run end to end and
 report every method (the numbers are the scripts' business, not CI's)."""
 import json
+import os
 import os.path as osp
+import subprocess
+import sys
+
+import pytest
 
 from tests.helpers import REPO_ROOT, run_tool
 
@@ -21,19 +26,103 @@ def test_step_overhead_smoke(tmp_path):
     assert '| mokd-amortized |' in log
 
 
+def _proxy(*args):
+    return run_tool(osp.join(BENCH, 'proxy_accuracy.py'), *args)
+
+
 def test_proxy_accuracy_smoke(tmp_path):
-    log = run_tool(osp.join(BENCH, 'proxy_accuracy.py'), '--preset',
-                   'cpu-smoke', '--work-dir', str(tmp_path))
-    summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert list(summary['bbox_mAP']) == [
-        'teacher', 'scratch', 'kd', 'dot', 'mokd-exact', 'mokd-amortized',
-        'mkd', 'cwd', 'pkd']
-    for name, maps in summary['bbox_mAP'].items():
-        assert len(maps) == 1 and 0 <= maps[0] <= 1, name
-    # every run's config was written and can be rerun alone
-    assert (tmp_path / 'configs' / 'mokd-amortized_seed0.py').is_file()
-    assert '| mokd-exact |' in log
-    # a second invocation finds every run finished and trains nothing
-    again = run_tool(osp.join(BENCH, 'proxy_accuracy.py'), '--preset',
-                     'cpu-smoke', '--work-dir', str(tmp_path))
-    assert 'tools/train.py' not in again
+    """The detection study end to end (every run, paired, a repeat for the
+    run-to-run check); then the grid flag on the same work dir trains only
+    the runs it adds."""
+    results = tmp_path / 'proxy.json'
+    log = _proxy('--preset', 'cpu-smoke', '--work-dir', str(tmp_path),
+                 '--results', str(results), '--rerun', 'kd')
+    out = json.loads(results.read_text())
+    assert list(out['runs']) == ['scratch', 'kd', 'dot', 'mokd-exact',
+                                 'mokd-amortized', 'mkd', 'cwd', 'pkd']
+    for name, row in out['runs'].items():
+        assert list(row['per_seed']) == ['0'], name
+        assert 0 <= row['mean'] <= 1, name
+        if name != 'kd':  # paired with KD; one seed: no interval
+            assert row['diff_mean'] == pytest.approx(
+                row['mean'] - out['runs']['kd']['mean'])
+            assert row['diff_low'] is None and row['beats'] is None
+    assert 0 <= out['teacher'] <= 1
+    # determinism: the same run twice gives the same mAP
+    assert out['rerun']['abs_diff'] == 0.0
+    # paired: every student run starts from the seed's one initialisation
+    for name in ('scratch', 'kd', 'pkd'):
+        config = (tmp_path / 'configs' / f'{name}_seed0.py').read_text()
+        assert str(tmp_path / 'init' / 'student_seed0.pth') in config
+    assert '| mokd-exact |' in log and 'paired diff to KD' in log
+
+    grid = _proxy('--preset', 'cpu-smoke', '--work-dir', str(tmp_path),
+                  '--results', str(results),
+                  '--grid', 'kd,pkd:sgd,dot,mokd-amortized')
+    trained = [line for line in grid.splitlines()
+               if 'tools/train.py' in line]
+    assert len(trained) == 2 and all(
+        'pkd+dot' in t or 'pkd+mokd-amortized' in t for t in trained)
+    out = json.loads(results.read_text())
+    assert set(out['runs']) == {'kd', 'dot', 'mokd-amortized', 'pkd',
+                                'pkd+dot', 'pkd+mokd-amortized'}
+
+
+def test_proxy_accuracy_classification_smoke(tmp_path):
+    results = tmp_path / 'proxy.json'
+    _proxy('--preset', 'cls-cpu-smoke', '--work-dir', str(tmp_path),
+           '--results', str(results), '--runs', 'scratch', 'kd', 'pkd+dot',
+           'mkd')
+    out = json.loads(results.read_text())
+    assert out['unit'] == 'top-1 %'
+    assert set(out['runs']) == {'scratch', 'kd', 'pkd+dot', 'mkd'}
+    for name, row in out['runs'].items():
+        assert 0 <= row['mean'] <= 100, name
+
+
+def test_proxy_runs_parse_and_compose():
+    import sys
+    sys.path.insert(0, BENCH)
+    from proxy.runs import canonical, grid, parse_run
+    assert parse_run('pkd+dot') == ('pkd', 'dot')
+    assert parse_run('kd~1') == ('kd', 'sgd')
+    assert canonical('kd+mokd-exact') == 'mokd-exact'
+    assert grid('kd,pkd:sgd,dot') == ['kd', 'dot', 'pkd', 'pkd+dot']
+    with pytest.raises(ValueError, match='optimiser'):
+        parse_run('pkd+adam')
+
+
+def test_paired_interval_against_hand_computed_values():
+    import sys
+    sys.path.insert(0, BENCH)
+    from proxy.stats import paired_summary
+    out = paired_summary({'kd': {0: 10.0, 1: 20.0, 2: 30.0},
+                          'dot': {0: 11.0, 1: 22.0, 2: 33.0}})
+    dot = out['dot']
+    # diffs 1, 2, 3: mean 2, std 1, t(0.975, 2) = 4.302653
+    half = 4.302653 * 1.0 / 3 ** 0.5
+    assert dot['diff_mean'] == pytest.approx(2.0)
+    assert dot['diff_low'] == pytest.approx(2.0 - half, rel=1e-6)
+    assert dot['diff_high'] == pytest.approx(2.0 + half, rel=1e-6)
+    assert dot['beats'] is False  # 2 - 2.484 < 0
+    assert out['kd']['std'] == pytest.approx(10.0)
+
+
+def test_gpu_suite_dry_run(tmp_path):
+    """The GPU suite's plan on the CPU: every step-overhead method builds
+    (fp32; the AMP wrappers' mapping), the GPU proxy's configs are
+    written."""
+    proc = subprocess.run(
+        ['bash', osp.join(BENCH, 'gpu_suite.sh'), str(tmp_path), '--dry-run'],
+        capture_output=True, text=True,
+        env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (tmp_path / 'summary.md').read_text()
+    for name in ('step_retinanet', 'step_retinanet_amp', 'step_faster-rcnn',
+                 'step_faster-rcnn_amp', 'proxy_gpu'):
+        assert f'## {name} (' in summary, name
+    plan = (tmp_path / 'step_faster-rcnn.log').read_text()
+    assert 'plan: mokd-amortized: DetDistiller with MoKDOptimWrapper' in plan
+    amp = (tmp_path / 'step_retinanet_amp.log').read_text()
+    assert 'plan: dot: --amp maps to AmpDOTOptimWrapper' in amp
+    assert (tmp_path / 'proxy_gpu' / 'configs' / 'pkd_seed0.py').is_file()

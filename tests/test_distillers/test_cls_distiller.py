@@ -59,3 +59,27 @@ def test_resnet_distillation_through_the_runner(shapes_cls_root, tmp_path):
     state = safe_torch_load(osp.join(str(tmp_path),
                                      'student_epoch_1.pth'))['state_dict']
     assert state.keys() == model.student.state_dict().keys()
+
+
+def test_student_with_its_own_preprocessor_and_a_typeless_top_level_one(
+        shapes_cls_root, tmp_path):
+    """mmpretrain configs give a top-level data_preprocessor without a type
+    (ImageClassifier adds it); with a student that has its own, the
+    distiller used to fail to build it ("must contain the key type")."""
+    from mmpretrain.registry import MODELS
+    cfg = load_config(RESNET18)
+    student = small_classifier(cfg.model, 16)
+    student.data_preprocessor = dict(cfg.data_preprocessor, num_classes=6)
+    teacher = small_classifier(copy.deepcopy(cfg.model), 16)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        torch.save(dict(state_dict=MODELS.build(teacher).state_dict()),
+                   str(tmp_path / 'teacher.pth'))
+        model = MODELS.build(dict(
+            type='ClsDistiller', student=student,
+            teacher=dict(model=teacher,
+                         checkpoint=str(tmp_path / 'teacher.pth')),
+            distill_losses=dict(kd=dict(type='LogitKDLoss', student='head',
+                                        teacher='head', temperature=1.0)),
+            data_preprocessor=dict(cfg.data_preprocessor)))
+    assert model.data_preprocessor is model.student.data_preprocessor
+    assert type(model.data_preprocessor).__name__ == 'ClsDataPreprocessor'

@@ -1,0 +1,88 @@
+"""Presets of the proxy study. Each names its family (``det``, ``cls``),
+the generated set, the teacher and student widths, the schedule (linear
+warm-up, cosine decay; :func:`proxy.study.schedule`), the seeds, how many
+runs go in parallel (``jobs``, each on ``threads`` threads) and the
+teacher's required lead over the scratch student (``min_gap``, in the
+reported unit). The calibration of the CPU presets, step by step, is in
+``benchmarks/RESULTS.md``.
+"""
+import copy
+
+# full-width R18 / R50 RetinaNet, stock FPN and head, from scratch (gpu)
+R18 = dict(backbone=dict(depth=18, base_channels=64),
+           neck=dict(in_channels=[64, 128, 256, 512], out_channels=256),
+           bbox_head=dict(in_channels=256, feat_channels=256,
+                          stacked_convs=4))
+R50 = dict(backbone=dict(depth=50, base_channels=64),
+           neck=dict(in_channels=[256, 512, 1024, 2048], out_channels=256),
+           bbox_head=dict(in_channels=256, feat_channels=256,
+                          stacked_convs=4))
+
+_SGD = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4)
+
+DET_CPU = dict(
+    family='det',
+    data=dict(num_train=1024, num_val=256,
+              shapes=dict(img_size=(128, 128), objects_per_image=(1, 4),
+                          scale_mix=(0.3, 0.7, 0.0))),
+    img_scale=(128, 128), batch=8, workers=1,
+    teacher_model={}, student_model={},  # the quickstart pair's widths
+    teacher_epochs=20, student_epochs=8,
+    optimizer=_SGD, clip_grad=dict(max_norm=35, norm_type=2),
+    warmup_iters=100, min_lr_ratio=0.01, log_interval=20,
+    seeds=[0, 1, 2], min_gap=10.0, jobs=2, threads=1)
+
+CLS_CPU = dict(
+    family='cls',
+    data=dict(num_train=2000, num_val=1000,
+              shapes=dict(num_classes=10, img_size=(32, 32),
+                          colour_jitter=60, clutter=(3, 8), noise_std=16)),
+    batch=32, workers=1, crop_padding=4,
+    teacher_model=dict(base_channels=32), student_model=dict(base_channels=8),
+    teacher_epochs=30, student_epochs=10,
+    optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
+    warmup_iters=50, min_lr_ratio=0.01, log_interval=20,
+    seeds=[0, 1, 2], min_gap=10.0, jobs=2, threads=1)
+
+
+def _smoke(preset: dict, **data) -> dict:
+    """The pipeline of ``preset`` in seconds: a few tiny images, one
+    epoch, one seed; untrained detectors keep every detection."""
+    p = copy.deepcopy(preset)
+    p['data'].update(data)
+    p.update(teacher_epochs=1, student_epochs=1, seeds=[0], min_gap=None,
+             jobs=1, threads=2, warmup_iters=2, log_interval=1, workers=0)
+    if p['family'] == 'det':
+        p.update(teacher_model=dict(test_cfg=dict(score_thr=0.0)),
+                 student_model=dict(test_cfg=dict(score_thr=0.0)),
+                 img_scale=(64, 64), batch=4)
+        p['data']['shapes'] = dict(img_size=(64, 64),
+                                   objects_per_image=(1, 3))
+    else:
+        p['batch'] = 8
+    return p
+
+
+PRESETS = {
+    'cpu': DET_CPU,
+    'cls-cpu': CLS_CPU,
+    'cpu-smoke': _smoke(DET_CPU, num_train=16, num_val=8),
+    'cls-cpu-smoke': _smoke(CLS_CPU, num_train=32, num_val=16),
+    # not yet calibrated on a GPU (none lent so far)
+    'gpu': dict(
+        family='det',
+        data=dict(num_train=2000, num_val=300,
+                  shapes=dict(num_classes=10, img_size=(256, 256),
+                              objects_per_image=(4, 12),
+                              scale_mix=(0.5, 0.35, 0.15), min_visible=0.4,
+                              clutter=(4, 12), noise_std=12.0)),
+        img_scale=(256, 256), batch=16, workers=4,
+        teacher_model=R50, student_model=R18,
+        teacher_epochs=24, student_epochs=12,
+        optimizer=_SGD, clip_grad=dict(max_norm=35, norm_type=2),
+        warmup_iters=200, min_lr_ratio=0.01, log_interval=50,
+        seeds=[0, 1, 2], min_gap=10.0, jobs=8, threads=2),
+}
+
+#: quick mode: two runs paired, two seeds, for iterating on one method
+QUICK = dict(seeds=[0, 1])
