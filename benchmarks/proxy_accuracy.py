@@ -78,6 +78,9 @@ def parse_args(argv=None):
     for key in ('teacher_epochs', 'student_epochs'):
         p.add_argument('--' + key.replace('_', '-'), type=int, default=None,
                        help='override the preset')
+    p.add_argument('--min-gap', type=float, default=None,
+                   help="override the preset's required lead of the teacher "
+                   'over the scratch student (negative: no check)')
     args = p.parse_args(argv)
     if args.shard is not None:
         try:
@@ -154,9 +157,12 @@ def report(study, preset_name, names, seeds, args, minutes) -> dict:
 def main(argv=None):
     args = parse_args(argv)
     preset = dict(PRESETS[args.preset])
-    for key in ('teacher_epochs', 'student_epochs', 'jobs', 'threads'):
+    for key in ('teacher_epochs', 'student_epochs', 'jobs', 'threads',
+                'min_gap'):
         if getattr(args, key, None) is not None:
             preset[key] = getattr(args, key)
+    if preset['min_gap'] is not None and preset['min_gap'] < 0:
+        preset['min_gap'] = None
     names, seeds = plan_runs(args, preset)
     work_dir = osp.abspath(args.work_dir or osp.join(
         ROOT, 'work_dirs', 'proxy', args.preset))

@@ -4,13 +4,15 @@ student initialisation, resumable and shardable execution with progress.
 Layout of ``<work_dir>``::
 
     data/                 the generated set (spec.json records its spec)
-    init/student_seedS.pth  the student's initial weights for seed S
+    init/student_seedS_<arch>.pth  the student's initial weights for
+                          seed S (<arch>: a hash of its model config)
     configs/<run>_seedS.py  every run's config, rerunnable alone
     runs/<run>_seedS/       its work dir: train.log, checkpoints,
                             metrics.json once finished
 
-Pairing: within a seed every student run loads ``init/student_seedS.pth``
-(``init_cfg=dict(type='Pretrained')`` on the student), and its training
+Pairing: within a seed every student run loads
+``init/student_seedS_<arch>.pth`` (``init_cfg=dict(type='Pretrained')`` on
+the student), and its training
 loader is mmengine's ``DefaultSampler`` order seeded with S, with each
 sample's augmentation drawn from (S, epoch, index)
 (``SeededAugmentationSampler``): scratch and every method see the same
@@ -22,6 +24,7 @@ one restarts with ``--resume`` from its last epoch checkpoint (checkpoints
 are written every epoch, atomically).
 """
 import copy
+import hashlib
 import json
 import os
 import os.path as osp
@@ -121,14 +124,16 @@ class Study:
         return model
 
     def student_init(self, seed: int) -> str:
-        """``init/student_seedS.pth``: the student's initialisation under
-        torch seed S, written once."""
-        path = osp.join(self.init_dir, f'student_seed{seed}.pth')
-        if osp.isfile(path):
-            return path
+        """``init/student_seedS_<arch>.pth``: the student's initialisation
+        under torch seed S, written once per architecture."""
         from mmengine.registry import MODELS
         cfg = self.family.base_config('student')
         model_cfg = self._model('student', cfg)
+        # named after the architecture: a changed preset gets new weights
+        arch = hashlib.sha256(repr(model_cfg).encode()).hexdigest()[:8]
+        path = osp.join(self.init_dir, f'student_seed{seed}_{arch}.pth')
+        if osp.isfile(path):
+            return path
         torch.manual_seed(seed)
         with DefaultScope.overwrite_default_scope(self.family.scope):
             model = MODELS.build(model_cfg)

@@ -53,7 +53,7 @@ def test_proxy_accuracy_smoke(tmp_path):
     # paired: every student run starts from the seed's one initialisation
     for name in ('scratch', 'kd', 'pkd'):
         config = (tmp_path / 'configs' / f'{name}_seed0.py').read_text()
-        assert str(tmp_path / 'init' / 'student_seed0.pth') in config
+        assert str(tmp_path / 'init' / 'student_seed0_') in config
     assert '| mokd-exact |' in log and 'paired diff to KD' in log
 
     grid = _proxy('--preset', 'cpu-smoke', '--work-dir', str(tmp_path),
