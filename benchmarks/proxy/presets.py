@@ -61,7 +61,7 @@ def _smoke(preset: dict, **data) -> dict:
     p = copy.deepcopy(preset)
     p['data'].update(data)
     p.update(teacher_epochs=1, student_epochs=1, seeds=[0], min_gap=None,
-             jobs=1, threads=2, warmup_iters=2, log_interval=1, workers=0)
+             jobs=2, threads=1, warmup_iters=2, log_interval=1, workers=0)
     if p['family'] == 'det':
         for role in ('teacher_model', 'student_model'):
             p[role] = dict(p[role], test_cfg=dict(score_thr=0.0))
