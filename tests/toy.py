@@ -85,3 +85,23 @@ def toy_batch(n=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, 4, 4, generator=g), \
         torch.randint(0, 3, (n, ), generator=g)
+
+
+class ToyBatches(torch.utils.data.Dataset):
+    """``length`` single samples of :func:`toy_batch` (sample i: seed i),
+    for a Runner's ``DataLoader`` with :func:`toy_collate`."""
+
+    def __init__(self, length=64):
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        x, y = toy_batch(1, seed=i)
+        return x[0], y[0]
+
+
+def toy_collate(items):
+    return dict(inputs=torch.stack([x for x, _ in items]),
+                data_samples=torch.stack([y for _, y in items]))

@@ -8,28 +8,12 @@ import argparse
 import sys
 import time
 
-import torch
 from mmengine.fileio import LocalBackend
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader
 
 import mokd_det  # noqa: F401  the crash-safe CheckpointHook
-from tests.toy import toy_batch, toy_distiller
-
-
-class Batches(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 1000
-
-    def __getitem__(self, i):
-        x, y = toy_batch(1, seed=i)
-        return x[0], y[0]
-
-
-def collate(items):
-    return dict(inputs=torch.stack([x for x, _ in items]),
-                data_samples=torch.stack([y for _, y in items]))
+from tests.toy import ToyBatches, toy_collate, toy_distiller
 
 
 def slow_put(self, obj, filepath):
@@ -57,8 +41,8 @@ def main():
     runner = Runner(
         model=model,
         work_dir=args.work_dir,
-        train_dataloader=DataLoader(Batches(), batch_size=4,
-                                    collate_fn=collate),
+        train_dataloader=DataLoader(ToyBatches(1000), batch_size=4,
+                                    collate_fn=toy_collate),
         train_cfg=dict(by_epoch=False, max_iters=args.max_iters),
         optim_wrapper=dict(type='KDOptimWrapper', optimizer=dict(
             type='SGD', lr=0.05, momentum=0.9)),

@@ -105,13 +105,13 @@ def test_nan_state_is_not_written(by_epoch, tmp_path):
     from mmengine.runner import Runner
     from torch.utils.data import DataLoader
 
-    from tests.test_hooks.ckpt_worker import Batches, collate
-    from tests.toy import toy_distiller
+    from tests.toy import ToyBatches, toy_collate, toy_distiller
     model = toy_distiller(tmp_path)
     runner = Runner(
         model=model, work_dir=str(tmp_path / 'work'),
-        train_dataloader=DataLoader(Batches(), batch_size=4,
-                                    collate_fn=collate),
+        experiment_name=f'nan_state_{tmp_path.name}',
+        train_dataloader=DataLoader(ToyBatches(1000), batch_size=4,
+                                    collate_fn=toy_collate),
         train_cfg=dict(by_epoch=False, max_iters=4),
         optim_wrapper=dict(type='OptimWrapper', optimizer=dict(
             type='SGD', lr=0.05)),

@@ -13,12 +13,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import mokd_det  # noqa: F401  registers the wrappers and hooks
+from mokd_det.hooks.checkpoint import nonfinite_entries
 from mokd_det.optim import (KDOptimWrapper, MKDOptimWrapper,
                             NonFiniteTrainingError)
 from mokd_det.optim.base import gram_matrix
 from mokd_det.optim.mokd import min_norm_weights
 from tests.test_optim.harness import make_runner, method_state, train
-from tests.toy import toy_batch, toy_distiller
+from tests.toy import ToyBatches, toy_batch, toy_collate, toy_distiller
 
 WRAPPERS = {
     'kd': (dict(type='KDOptimWrapper'), []),
@@ -31,21 +32,6 @@ WRAPPERS = {
 }
 
 
-class _Batches(torch.utils.data.Dataset):
-
-    def __len__(self):
-        return 64
-
-    def __getitem__(self, i):
-        x, y = toy_batch(1, seed=i)
-        return x[0], y[0]
-
-
-def _collate(items):
-    return dict(inputs=torch.stack([x for x, _ in items]),
-                data_samples=torch.stack([y for _, y in items]))
-
-
 def _runner(method, tmp_path, lr=0.05, iters=6, ckpt_interval=2,
             max_nonfinite_steps=20):
     wrapper, hooks = WRAPPERS[method]
@@ -55,8 +41,11 @@ def _runner(method, tmp_path, lr=0.05, iters=6, ckpt_interval=2,
     return Runner(
         model=model,
         work_dir=str(tmp_path / method),
-        train_dataloader=DataLoader(_Batches(), batch_size=4,
-                                    collate_fn=_collate),
+        # unique: Runners of one second share a timestamp name, and with it
+        # an older MessageHub than the one the optim wrapper logs to
+        experiment_name=f'{method}_{tmp_path.name}',
+        train_dataloader=DataLoader(ToyBatches(64), batch_size=4,
+                                    collate_fn=toy_collate),
         train_cfg=dict(by_epoch=False, max_iters=iters),
         optim_wrapper=dict(
             wrapper, max_nonfinite_steps=max_nonfinite_steps,
@@ -86,22 +75,8 @@ def _nan_on_calls(loss_module, calls):
 
 def _nonfinite_tensors(path):
     ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    bad = []
-
-    def walk(obj, name):
-        if isinstance(obj, torch.Tensor):
-            if obj.is_floating_point() and not torch.isfinite(obj).all():
-                bad.append(name)
-        elif isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(v, f'{name}.{k}')
-        elif isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj):
-                walk(v, f'{name}.{i}')
-
-    walk(ckpt['state_dict'], 'state_dict')
-    walk(ckpt['optimizer'], 'optimizer')
-    return bad
+    return nonfinite_entries(dict(state_dict=ckpt['state_dict'],
+                                  optimizer=ckpt['optimizer']))
 
 
 # calls of the logit term: amortized MoKD recomputes once per iteration
