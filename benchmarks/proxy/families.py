@@ -119,7 +119,6 @@ class ClsFamily(Family):
                               base_channels=width)
         model.head.update(num_classes=num_classes, in_channels=width * 8,
                           topk=(1, ))
-        model.setdefault('data_preprocessor', cfg.data_preprocessor)
         model.data_preprocessor = dict(cfg.data_preprocessor,
                                        num_classes=num_classes)
 

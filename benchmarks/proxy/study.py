@@ -40,7 +40,7 @@ from mmengine.registry import DefaultScope
 
 from common import ROOT
 from mokd_det.utils import last_coco_metrics
-from mokd_det.utils.logs import find_scalar_log
+from mokd_det.utils.logs import last_entry_with
 
 from .families import Family, _merge
 from .runs import compose, parse_run
@@ -117,18 +117,16 @@ class Study:
 
     def student_model(self, seed: int) -> dict:
         """The student's model dict, initialised from the seed's file."""
-        cfg = self.family.base_config('student')
-        model = self._model('student', cfg)
+        model = self._model('student', self.family.base_config('student'))
         model.init_cfg = dict(type='Pretrained',
-                              checkpoint=self.student_init(seed))
+                              checkpoint=self.student_init(seed, model))
         return model
 
-    def student_init(self, seed: int) -> str:
-        """``init/student_seedS_<arch>.pth``: the student's initialisation
-        under torch seed S, written once per architecture."""
+    def student_init(self, seed: int, model_cfg: dict) -> str:
+        """``init/student_seedS_<arch>.pth``: the initialisation of the
+        student ``model_cfg`` (no ``init_cfg`` of its own yet) under torch
+        seed S, written once per architecture."""
         from mmengine.registry import MODELS
-        cfg = self.family.base_config('student')
-        model_cfg = self._model('student', cfg)
         # named after the architecture: a changed preset gets new weights
         arch = hashlib.sha256(repr(model_cfg).encode()).hexdigest()[:8]
         path = osp.join(self.init_dir, f'student_seed{seed}_{arch}.pth')
@@ -136,7 +134,7 @@ class Study:
             return path
         torch.manual_seed(seed)
         with DefaultScope.overwrite_default_scope(self.family.scope):
-            model = MODELS.build(model_cfg)
+            model = MODELS.build(copy.deepcopy(model_cfg))
             model.init_weights()
         tmp = path + '.tmp-partial'
         torch.save(dict(state_dict=model.state_dict()), tmp)
@@ -210,13 +208,11 @@ class Study:
                             f'no COCO metrics logged under {run_dir}')
                 return dict(bbox_mAP=0.0, no_detections=True)
             return metrics
-        with open(find_scalar_log(run_dir)) as f:
-            entries = [json.loads(line) for line in f]
-        vals = [e for e in entries if self.family.metric in e]
-        if not vals:
+        entry = last_entry_with(run_dir, self.family.metric)
+        if not entry:
             raise RuntimeError(f'no {self.family.metric} logged under '
                                f'{run_dir}')
-        return {self.family.metric: vals[-1][self.family.metric]}
+        return {self.family.metric: entry[self.family.metric]}
 
     # ------------------------------------------------------- execution
     def _start(self, name: str, seed: int, threads: int):

@@ -6,6 +6,6 @@ from .recompute import RecomputeHook, norm_stats_kept
 from .teacher_eval import TeacherEvalHook
 
 __all__ = [
-    'CrashSafeCheckpointHook', 'ExportStudentHook', 'MKDMetaHook', 'MoKDAmortizedHook', 'RecomputeHook',
-    'TeacherEvalHook', 'norm_stats_kept'
+    'CrashSafeCheckpointHook', 'ExportStudentHook', 'MKDMetaHook',
+    'MoKDAmortizedHook', 'RecomputeHook', 'TeacherEvalHook', 'norm_stats_kept'
 ]

@@ -33,7 +33,7 @@ import glob
 import os
 import os.path as osp
 from contextlib import contextmanager
-from typing import Iterable, List
+from typing import List
 
 import torch
 from mmengine.dist import is_main_process
@@ -45,18 +45,6 @@ from mmengine.registry import HOOKS
 from ..optim.guard import NonFiniteTrainingError
 
 _TMP_SUFFIX = '.tmp-partial'
-
-
-def _tensors(obj) -> Iterable[torch.Tensor]:
-    """Every tensor in nested dicts / lists / tuples."""
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _tensors(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _tensors(v)
 
 
 def nonfinite_entries(state: dict, prefix: str = '') -> List[str]:

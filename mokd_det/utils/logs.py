@@ -21,16 +21,23 @@ def find_scalar_log(path: str) -> str:
     return logs[-1]
 
 
+def last_entry_with(path: str, key: str) -> Dict[str, float]:
+    """The last entry of a scalar log (``path`` as for
+    :func:`find_scalar_log`) that holds ``key``; empty if none does."""
+    found = {}
+    with open(find_scalar_log(path)) as f:
+        for line in f:
+            entry = json.loads(line)
+            if key in entry:
+                found = entry
+    return found
+
+
 def last_coco_metrics(path: str) -> Dict[str, float]:
     """The COCO bbox metrics of the last validation entry of a scalar log
     (``path`` as for :func:`find_scalar_log`), keyed without the ``coco/``
     prefix (``bbox_mAP``, ``bbox_mAP_50``, ...); empty if no entry has them
     (mmdet's CocoMetric logs nothing when there are no detections)."""
-    metrics = {}
-    with open(find_scalar_log(path)) as f:
-        for line in f:
-            entry = json.loads(line)
-            if 'coco/bbox_mAP' in entry:
-                metrics = entry
+    metrics = last_entry_with(path, 'coco/bbox_mAP')
     return {k[len('coco/'):]: v for k, v in metrics.items()
             if k.startswith('coco/bbox_mAP')}
