@@ -185,21 +185,29 @@ def main(argv=None):
     if args.shard and args.shard[0] != 0:
         while study.metrics('teacher', 0) is None:  # shard 0 trains it
             time.sleep(30)
-    study.run_all([('teacher', 0)], jobs=1,
-                  threads=preset['jobs'] * preset['threads'])
+    if study.run_all([('teacher', 0)], jobs=1,
+                     threads=preset['jobs'] * preset['threads']):
+        raise SystemExit('[proxy] the teacher failed: nothing to distil')
     first = [r for r in runs if r == ('scratch', seeds[0])]
-    study.run_all(first, preset['jobs'], preset['threads'])
+    failed = study.run_all(first, preset['jobs'], preset['threads'])
     check_gap(study, preset, seeds[0])
-    study.run_all(runs, preset['jobs'], preset['threads'])
+    failed += study.run_all(runs, preset['jobs'], preset['threads'])
     out = report(study, args.preset, names, seeds, args,
                  (time.time() - start) / 60)
     results = args.results or osp.join(ROOT, 'benchmarks', 'results',
                                        f'proxy_{args.preset}.json')
     os.makedirs(osp.dirname(osp.abspath(results)), exist_ok=True)
-    for path in (results, osp.join(work_dir, 'summary.json')):
+    # the study's own summary in its work dir; a run with --results (the
+    # demo, a grid) leaves it to the study
+    paths = [results] + ([] if args.results else
+                         [osp.join(work_dir, 'summary.json')])
+    for path in paths:
         with open(path, 'w') as f:
             json.dump(out, f, indent=1)
     print(f'\n[proxy] figures written to {results}')
+    if failed:
+        raise SystemExit('[proxy] failed runs (left out of the table): ' +
+                         ', '.join(f'{n} seed {s}' for n, s in failed))
 
 
 if __name__ == '__main__':

@@ -232,12 +232,14 @@ class Study:
         return proc, dict(name=name, seed=seed, start=time.time(), log=log,
                           run_dir=run_dir)
 
-    def _finish(self, proc, run: dict) -> float:
+    def _finish(self, proc, run: dict) -> Optional[float]:
+        """Records a finished run's metrics; None if it failed."""
         run['log'].close()
         if proc.returncode != 0:
-            raise RuntimeError(
-                f'{run["name"]} (seed {run["seed"]}) failed; see '
-                f'{osp.join(run["run_dir"], "train.log")}')
+            print(f'[proxy] {run["name"]} seed {run["seed"]} FAILED (exit '
+                  f'{proc.returncode}); see '
+                  f'{osp.join(run["run_dir"], "train.log")}', flush=True)
+            return None
         minutes = (time.time() - run['start']) / 60
         result = dict(self.last_val_metrics(run['run_dir']), minutes=minutes)
         with open(osp.join(run['run_dir'], 'metrics.json'), 'w') as f:
@@ -264,11 +266,16 @@ class Study:
         return f'epoch {epoch} iter {it}/{total}'
 
     def run_all(self, runs: List[Tuple[str, int]], jobs: int,
-                threads: int, heartbeat: float = 60.0) -> None:
+                threads: int, heartbeat: float = 60.0) -> List[tuple]:
         """Runs the unfinished ``(name, seed)`` runs, ``jobs`` at a time,
-        printing progress and an estimate of the time left."""
+        printing progress and an estimate of the time left. A failed run
+        does not stop the others.
+
+        Returns:
+            The ``(name, seed)`` runs that failed.
+        """
         todo = [r for r in runs if self.metrics(*r) is None]
-        total, done, spent = len(todo), 0, []
+        total, done, spent, failed = len(todo), 0, [], []
         running: Dict[subprocess.Popen, dict] = {}
         last_beat = time.time()
         while todo or running:
@@ -277,9 +284,15 @@ class Study:
                 running[proc] = run
             time.sleep(1)
             for proc in [p for p in running if p.poll() is not None]:
-                spent.append(self._finish(proc, running.pop(proc)))
+                run = running.pop(proc)
+                minutes = self._finish(proc, run)
+                if minutes is None:
+                    failed.append((run['name'], run['seed']))
+                else:
+                    spent.append(minutes)
                 done += 1
-                left = (total - done) * (sum(spent) / len(spent)) / jobs
+                mean = sum(spent) / len(spent) if spent else 0.0
+                left = (total - done) * mean / jobs
                 print(f'[proxy] {done}/{total} runs done; about '
                       f'{left:.0f} min left', flush=True)
             if running and time.time() - last_beat > heartbeat:
@@ -287,3 +300,4 @@ class Study:
                 print('[proxy] running: ' + '; '.join(
                     f'{r["name"]} seed {r["seed"]} ({self._position(r)})'
                     for r in running.values()), flush=True)
+        return failed

@@ -67,6 +67,15 @@ def test_proxy_accuracy_smoke(tmp_path):
     assert set(out['runs']) == {'kd', 'dot', 'mokd-amortized', 'pkd',
                                 'pkd+dot', 'pkd+mokd-amortized'}
 
+    # the demo drives the same study: on this work dir it trains nothing,
+    # prints the COCO table of its runs and plots the MoKD run
+    demo = run_tool(osp.join(REPO_ROOT, 'tools', 'demo.py'), '--preset',
+                    'cpu-smoke', '--work-dir', str(tmp_path))
+    assert '[proxy] tools/train.py' not in demo
+    for name in ('teacher', 'scratch', 'kd', 'dot', 'mokd-exact'):
+        assert f'| {name} | ' in demo, name
+    assert (tmp_path / 'kd_dynamics.png').stat().st_size > 0
+
 
 def test_proxy_accuracy_classification_smoke(tmp_path):
     results = tmp_path / 'proxy.json'
