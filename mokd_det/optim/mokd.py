@@ -23,7 +23,8 @@ epsilon (``eps``, relative to g11 + g22) for g1 = g2; the Gram matrix covers
 every trainable parameter that receives either gradient (``gram_params=
 'all'``, faithful to theta) or only those receiving both (``'shared'``, an
 ablation). With K > 2 groups the min-norm point of their convex hull is found
-with the Frank-Wolfe solver of MGDA (Sener and Koltun, NeurIPS 2018).
+exactly by Wolfe's min-norm-point algorithm (:mod:`.min_norm`; MGDA's code
+uses Frank-Wolfe iterations, which are inexact at any fixed count).
 
 ``mode='amortized'`` (DTO-KD Algorithm 1, the method trained in the paper):
 one gradient of sum_k z_k log L_k with z = softmax(w) detached (w: one logit
@@ -63,44 +64,7 @@ from torch import Tensor
 from ..distillers.loss_groups import DISTILL, TASK
 from .base import (Grads, MultiObjectiveOptimWrapper, flatten, gram_matrix,
                    unflatten_into_grads)
-
-
-def two_objective_weights(g11: Tensor, g22: Tensor, g12: Tensor,
-                          eps: float = 1e-8) -> Tensor:
-    """DTO-KD's closed form: pi1 = (g22 - g12) / (g11 + g22 - 2 g12),
-    clipped to [0, 1]; the denominator is guarded by eps * (g11 + g22)."""
-    denom = (g11 + g22 - 2 * g12).clamp_min(eps * (g11 + g22) + 1e-30)
-    pi1 = ((g22 - g12) / denom).clamp(0., 1.)
-    return torch.stack([pi1, 1 - pi1])
-
-
-def min_norm_weights(gram_matrix: Tensor, iters: int = 250,
-                     tol: float = 1e-10) -> Tensor:
-    """Min-norm point of the convex hull of K gradients, given their Gram
-    matrix (MGDA's Frank-Wolfe solver); exact for K = 2."""
-    k = gram_matrix.size(0)
-    if k == 2:
-        return two_objective_weights(gram_matrix[0, 0], gram_matrix[1, 1],
-                                     gram_matrix[0, 1])
-    pi = torch.full((k, ), 1. / k, dtype=gram_matrix.dtype)
-    for _ in range(iters):
-        grad = gram_matrix @ pi
-        t = int(torch.argmin(grad))
-        # line search between pi and the vertex e_t (closed form)
-        v_pi = pi @ gram_matrix @ pi
-        v_t = gram_matrix[t, t]
-        v_cross = grad[t]
-        denom = v_pi + v_t - 2 * v_cross
-        if denom <= tol:
-            break
-        gamma = ((v_pi - v_cross) / denom).clamp(0., 1.)
-        new = (1 - gamma) * pi
-        new[t] += gamma
-        if (new - pi).abs().sum() < tol:
-            pi = new
-            break
-        pi = new
-    return pi
+from .min_norm import min_norm_weights, two_objective_weights  # noqa: F401
 
 
 @OPTIM_WRAPPERS.register_module()
