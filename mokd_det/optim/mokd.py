@@ -39,9 +39,16 @@ counted in ``train/kd/skipped_weight_updates``):
 
 * ``weight_update='famo'`` (default, FAMO's ``update``): delta_k =
   log L_k(theta_t) - log L_k(theta_{t+1}); grad_w = J_softmax(w)^T delta;
-  an AdamW step on w (lr 0.025, weight decay 0.01: DTO-KD's "overall
-  optimization" settings, FAMO's defaults). Minimising this ``grad_w`` lowers
-  the weight of the objective that improved most, as FAMO does.
+  a step of the weights' optimiser on w (lr 0.025, weight decay 0.01).
+  Minimising this ``grad_w`` lowers the weight of the objective that
+  improved most, as FAMO does.
+* ``weight_optimizer``: DTO-KD's text gives AdamW (lr 0.025, wd 0.01) for
+  "the overall optimization"; those are FAMO's ``w_lr`` and ``gamma``, but
+  FAMO's ``famo.py`` (L20) steps w with ``torch.optim.Adam(weight_decay=
+  gamma)``, an L2 penalty added to the gradient. The default ``'adamw'``
+  follows the paper this module implements (decoupled decay);
+  ``'adam'`` is FAMO's code. On logits near 0 the two differ only in how
+  the 0.01 decay enters.
 * ``weight_update='eq18'`` (the paper's Eq. 18 as printed, which ignores the
   improvement rates): grad_w = J_softmax(w)^T grad_pi 1/2 (sum_k pi_k log
   L_k)^2, then the same AdamW step.
@@ -82,9 +89,11 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             ``'all'``.
         weight_update: ``'famo'`` or ``'eq18'`` (amortized mode). Defaults to
             ``'famo'``.
-        weight_lr: AdamW learning rate of the weight logits. Defaults to
-            0.025.
-        weight_decay: AdamW weight decay of the logits. Defaults to 0.01.
+        weight_lr: Learning rate of the weight logits. Defaults to 0.025.
+        weight_decay: Weight decay of the logits. Defaults to 0.01.
+        weight_optimizer: ``'adamw'`` (DTO-KD's text, decoupled decay) or
+            ``'adam'`` (FAMO's code: Adam with L2 decay). Defaults to
+            ``'adamw'``.
         famo_normalize: Divide the amortized objective by sum_k z_k / L_k.
             Defaults to False.
         **kwargs: See :class:`MultiObjectiveOptimWrapper`.
@@ -105,6 +114,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                  weight_update: str = 'famo',
                  weight_lr: float = 0.025,
                  weight_decay: float = 0.01,
+                 weight_optimizer: str = 'adamw',
                  famo_normalize: bool = False,
                  **kwargs):
         super().__init__(optimizer, groups=groups, **kwargs)
@@ -119,13 +129,17 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         if weight_update not in ('famo', 'eq18'):
             raise ValueError(f"weight_update must be 'famo' or 'eq18', got "
                              f'{weight_update!r}')
+        optimizers = dict(adamw=torch.optim.AdamW, adam=torch.optim.Adam)
+        if weight_optimizer not in optimizers:
+            raise ValueError("weight_optimizer must be 'adamw' (DTO-KD) or "
+                             f"'adam' (FAMO's code), got {weight_optimizer!r}")
         self.mode = mode
         self.eps = eps
         self.gram_params = gram_params
         self.weight_update = weight_update
         self.famo_normalize = famo_normalize
         self.logits = torch.zeros(len(self.groups), requires_grad=True)
-        self.logit_optimizer = torch.optim.AdamW(
+        self.logit_optimizer = optimizers[weight_optimizer](
             [self.logits], lr=weight_lr, weight_decay=weight_decay)
         self._pending: Optional[Tensor] = None  # losses before the step
         self._last_values: Optional[Tensor] = None

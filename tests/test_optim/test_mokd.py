@@ -122,6 +122,36 @@ def test_amortized_logit_update_by_hand():
     assert wrapper.pending_losses() is None
 
 
+@pytest.mark.parametrize('weight_optimizer', ['adamw', 'adam'])
+def test_weight_optimizer_decay_by_hand(weight_optimizer):
+    """From logits (1, -1), one update with the gradient of the test above:
+    AdamW decays the logits apart from the step, w (1 - lr wd) - lr
+    sign(g); FAMO's Adam adds wd w to the gradient first, so its first step
+    is lr sign(g + wd w)."""
+    theta = nn.Parameter(torch.ones(2))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               mode='amortized',
+                               weight_optimizer=weight_optimizer)
+    with torch.no_grad():
+        wrapper.logits.copy_(torch.tensor([1., -1.]))
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    z = torch.softmax(torch.tensor([1., -1.]), 0)
+    delta = torch.tensor([math.log(2), 0.])
+    jac = torch.diag(z) - z[:, None] * z[None, :]
+    grad = jac.T @ delta
+    w = torch.tensor([1., -1.])
+    if weight_optimizer == 'adamw':
+        expected = w * (1 - 0.025 * 0.01) - 0.025 * grad / (grad.abs() + 1e-8)
+    else:
+        g = grad + 0.01 * w
+        expected = w - 0.025 * g / (g.abs() + 1e-8)
+    wrapper.update_weights(torch.tensor([4., 2.]), torch.tensor([2., 2.]))
+    torch.testing.assert_close(wrapper.logits.detach(), expected)
+    with pytest.raises(ValueError, match="'adam' .FAMO's code."):
+        MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                         weight_optimizer='sgd')
+
+
 def test_amortized_without_recomputation_is_an_error():
     theta = nn.Parameter(torch.ones(2))
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
