@@ -70,7 +70,7 @@ from torch import Tensor
 
 from ..distillers.loss_groups import DISTILL, TASK
 from .base import (Grads, MultiObjectiveOptimWrapper, flatten, gram_matrix,
-                   unflatten_into_grads)
+                   loss_value, unflatten_into_grads)
 from .min_norm import min_norm_weights, two_objective_weights  # noqa: F401
 
 
@@ -158,7 +158,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         self._check_positive(groups)
         self._last_values = torch.stack(
-            [groups[g].detach().float() for g in self.groups])
+            [loss_value(groups[g]) for g in self.groups])
         if self.mode == 'exact':
             return OrderedDict((g, groups[g]) for g in self.groups)
         if self._pending is not None:
@@ -171,7 +171,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         # grad log(L) = grad L / L with L the loss over all ranks (averaged
         # like the gradients), so DDP equals one process on the whole batch:
         # L_k / sg(mean_ranks L_k) has that gradient
-        norm = losses.detach().float().clone()
+        norm = loss_value(losses).clone()
         if torch_dist.is_available() and torch_dist.is_initialized() and \
                 torch_dist.get_world_size() > 1:
             torch_dist.all_reduce(norm)
@@ -246,8 +246,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         """Amortized mode: updates the weight logits from the group losses
         on one batch before and after the step (``groups`` order; averaged
         over ranks by the caller, :class:`MoKDAmortizedHook`)."""
-        old = before.detach().float().cpu().add(self.eps).log()
-        new = after.detach().float().cpu().add(self.eps).log()
+        old = before.detach().double().cpu().add(self.eps).log()
+        new = after.detach().double().cpu().add(self.eps).log()
         self._pending = None
         if not (torch.isfinite(old).all() and torch.isfinite(new).all()):
             # a non-finite recomputation must not reach the logits (nor,
@@ -262,7 +262,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 delta = old - new
             else:  # Eq. 18: grad_pi 1/2 (sum_k pi_k log L_k)^2
                 delta = (z.detach() * old).sum() * old
-            grad_w, = torch.autograd.grad(z, self.logits, grad_outputs=delta)
+            grad_w, = torch.autograd.grad(z, self.logits,
+                                          grad_outputs=delta.to(z.dtype))
         self.logit_optimizer.zero_grad()
         self.logits.grad = grad_w
         self.logit_optimizer.step()

@@ -206,3 +206,29 @@ def test_gram_over_shared_or_all_parameters(gram_params):
     gt, gd = g_task[other] / l_t, g_dist[other] / l_d
     assert abs(float(two_objective_weights(gt @ gt, gd @ gd, gt @ gd)[0]) -
                float(pi[0])) > 0.05  # the two choices differ here
+
+
+def test_float64_model_keeps_float64_loss_values():
+    """The log normalisation divides by the loss values; a float64 model's
+    values stay float64 (cast to float32 they moved pi by ~1e-3 where the
+    two log-gradients nearly coincide, as here)."""
+    theta0 = torch.tensor([1., -2., 0.5], dtype=torch.float64)
+    a = torch.tensor([0., 1., 2.], dtype=torch.float64)
+    # theta0 - b: theta0 - a turned by about 1e-3 rad and 1e-7 longer
+    d = theta0 - a
+    e = torch.tensor([3., 0., 2.], dtype=torch.float64)  # e . d = 0
+    d2 = (d + 1e-3 * e) * (d.norm() / (d + 1e-3 * e).norm()) * (1 + 1e-7)
+    b = theta0 - d2
+    theta = nn.Parameter(theta0.clone())
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    wrapper.update_params(grouped(task=(theta - a).pow(2).sum() / 3,
+                                  distill=(theta - b).pow(2).sum() * 1.7))
+    g_t = 2 * (theta0 - a) / (theta0 - a).pow(2).sum()
+    g_d = 2 * (theta0 - b) / (theta0 - b).pow(2).sum()
+    pi_t = two_objective_weights(g_t @ g_t, g_d @ g_d, g_t @ g_d)[0]
+    assert 0.01 < float(pi_t) < 0.99  # an interior, sensitive point
+    torch.testing.assert_close(theta.detach(),
+                               theta0 - 0.1 * (pi_t * g_t + (1 - pi_t) * g_d),
+                               rtol=1e-12, atol=1e-14)
+    # the logged weights are float32
+    assert float(wrapper.weights[0]) == pytest.approx(float(pi_t), abs=1e-7)
