@@ -155,7 +155,9 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
         return super().optim_context(model)
 
     def _checked_groups(self, loss: Tensor) -> Optional[Dict[str, Tensor]]:
-        groups = get_loss_groups(loss)
+        # per-term objectives ('distill.fpn') come with the group totals
+        groups = get_loss_groups(loss, with_terms=any(
+            '.' in g for g in self.groups))
         missing = [g for g in self.groups if g not in groups]
         if missing:
             raise KeyError(

@@ -109,3 +109,33 @@ def min_norm_weights(gram_matrix: Tensor, tol: float = 1e-12,
             x[[i for i in range(k) if i not in support]] = 0.
             x = x / x.sum()
     return x.to(gram_matrix.dtype)
+
+
+def floor_weights(pi: Tensor, floor: float) -> Tensor:
+    """``pi`` with every weight at least ``floor``, the rest scaled to keep
+    the sum 1: MGDA's clamp of the two-task weights to [floor, 1 - floor]
+    (Sener and Koltun's code: [0.001, 0.999]), for any K.
+
+    Raises:
+        ValueError: ``floor * K > 1``.
+    """
+    k = pi.numel()
+    if floor <= 0:
+        return pi
+    if floor * k > 1:
+        raise ValueError(f'a weight floor of {floor} cannot hold for {k} '
+                         'weights summing to 1')
+    out = pi.clone()
+    fixed = torch.zeros(k, dtype=torch.bool, device=pi.device)
+    for _ in range(k):
+        low = (out < floor) & ~fixed
+        if not bool(low.any()):
+            break
+        fixed |= low
+        free = ~fixed
+        rest = 1 - floor * int(fixed.sum())
+        out[fixed] = floor
+        mass = pi[free].sum()
+        out[free] = pi[free] * (rest / mass) if bool(mass > 0) else \
+            rest / int(free.sum())
+    return out

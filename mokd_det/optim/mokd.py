@@ -52,12 +52,48 @@ counted in ``train/kd/skipped_weight_updates``):
 * ``weight_update='eq18'`` (the paper's Eq. 18 as printed, which ignores the
   improvement rates): grad_w = J_softmax(w)^T grad_pi 1/2 (sum_k pi_k log
   L_k)^2, then the same AdamW step.
-* ``famo_normalize=True`` divides the objective by c = sum_k z_k / L_k
-  (FAMO does, DTO-KD's Algorithm 1 does not; default False).
+* ``step_scale`` (below) applies as in exact mode: ``'c'`` divides the
+  objective by c = sum_k z_k / L_k (FAMO does, DTO-KD's Algorithm 1 does
+  not).
+
+Options where the paper is silent, or where its literal form fails under
+SGD (the min-norm point is never longer than the shorter log-gradient: with
+the distillation log-gradient 4-10x shorter than the task's, pi_task falls
+to about 0.01 and the step is about 12x shorter than KD's); each one's
+source:
+
+* ``step_scale``: what multiplies the combination sum_k pi_k grad L_k / L_k
+  (pi: the min-norm weights, or z = softmax(w) in amortized mode).
+  ``'none'``: the paper as written. ``'c'``: divided by c = sum_k pi_k /
+  L_k, so that the weights on the raw gradients, pi_k / (c L_k), sum to 1
+  (FAMO's ``LOG_MGDA``, Cranial-XIX/FAMO ``methods/weight_methods.py``
+  L503-504, the exact rule in code by the authors DTO-KD builds on; in
+  amortized mode FAMO's normaliser c, ``famo.py`` L28-34). ``'K'``: the
+  raw-gradient weights sum to K, the summed loss's scale (Nash-MTL's MGDA,
+  ``weight_methods.py`` L396-397, ``sol * n_tasks``; CAGrad's ``mgd``
+  multiplies by 2 "to match the sum loss").
+* ``min_weight``: a floor on every weight, the rest rescaled (MGDA's code
+  clamps two-task weights to [0.001, 0.999], isl-org/MultiObjective
+  Optimization ``min_norm_solvers.py`` L17-26).
+* ``balance='shared'`` (exact mode): the Gram matrix and the weights cover
+  only the parameters every objective reaches; a parameter reached by one
+  objective alone (the regression branch of a head under a class-logit
+  term, a projection neck) takes that objective's raw gradient (LibMTL,
+  ``abstract_weighting.py`` L37-55, which resets only the shared
+  gradients). ``'all'``: every parameter takes the weighted combination
+  (DTO-KD's J_t over theta).
+* Per-term objectives: ``groups=('task', 'distill.fpn', 'distill.cls')``
+  balances each distillation term (``distill.<name>`` of the distiller's
+  ``distill_losses``) as its own objective; K >= 3 uses the exact solver.
+* The student's optimizer is any torch optimizer: DTO-KD trains its
+  detection students with AdamW (lr 1e-4, the ViDT recipe), to which a
+  global rescale of the step makes little difference.
 
 Logs: ``train/kd/pi_<group>`` each update, and in exact mode the gradient
-dynamics of :class:`MultiObjectiveOptimWrapper`, plus the effective weights
-on the raw gradients ``train/kd/raw_weight_<group>`` = pi_k / L_k.
+dynamics of :class:`MultiObjectiveOptimWrapper`, the effective weights on
+the raw gradients ``train/kd/raw_weight_<group>`` (pi_k / L_k, times the
+step scale) and ``train/kd/step_ratio``, the length of the applied gradient
+over that of the summed raw gradients (vanilla KD's at the same lr).
 """
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
@@ -71,7 +107,8 @@ from torch import Tensor
 from ..distillers.loss_groups import DISTILL, TASK
 from .base import (Grads, MultiObjectiveOptimWrapper, flatten, gram_matrix,
                    loss_value, unflatten_into_grads)
-from .min_norm import min_norm_weights, two_objective_weights  # noqa: F401
+from .min_norm import (floor_weights, min_norm_weights,  # noqa: F401
+                       two_objective_weights)
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -94,8 +131,13 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         weight_optimizer: ``'adamw'`` (DTO-KD's text, decoupled decay) or
             ``'adam'`` (FAMO's code: Adam with L2 decay). Defaults to
             ``'adamw'``.
-        famo_normalize: Divide the amortized objective by sum_k z_k / L_k.
-            Defaults to False.
+        step_scale: ``'none'`` (the paper), ``'c'`` (raw-gradient weights
+            summing to 1, FAMO) or ``'K'`` (summing to K, Nash-MTL).
+            Defaults to ``'none'``.
+        min_weight: Floor on each weight (MGDA: 0.001). Defaults to 0.
+        balance: ``'all'`` or ``'shared'`` (exact mode: weights only where
+            every objective reaches, raw gradients elsewhere). Defaults to
+            ``'all'``.
         **kwargs: See :class:`MultiObjectiveOptimWrapper`.
 
     Note:
@@ -115,7 +157,9 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                  weight_lr: float = 0.025,
                  weight_decay: float = 0.01,
                  weight_optimizer: str = 'adamw',
-                 famo_normalize: bool = False,
+                 step_scale: str = 'none',
+                 min_weight: float = 0.0,
+                 balance: str = 'all',
                  **kwargs):
         super().__init__(optimizer, groups=groups, **kwargs)
         if mode not in ('exact', 'amortized'):
@@ -133,11 +177,27 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         if weight_optimizer not in optimizers:
             raise ValueError("weight_optimizer must be 'adamw' (DTO-KD) or "
                              f"'adam' (FAMO's code), got {weight_optimizer!r}")
+        if step_scale not in ('none', 'c', 'K'):
+            raise ValueError(f"step_scale must be 'none', 'c' or 'K', got "
+                             f'{step_scale!r}')
+        if balance not in ('all', 'shared'):
+            raise ValueError(f"balance must be 'all' or 'shared', got "
+                             f'{balance!r}')
+        if balance == 'shared' and mode == 'amortized':
+            raise ValueError(
+                "balance='shared' needs each objective's own gradient, which "
+                "only mode='exact' computes (amortized mode differentiates "
+                'one weighted loss)')
+        if not 0 <= min_weight * len(self.groups) <= 1:
+            raise ValueError(f'min_weight must be in [0, 1/K] = [0, '
+                             f'{1 / len(self.groups):.3g}], got {min_weight}')
         self.mode = mode
         self.eps = eps
         self.gram_params = gram_params
         self.weight_update = weight_update
-        self.famo_normalize = famo_normalize
+        self.step_scale = step_scale
+        self.min_weight = min_weight
+        self.balance = balance
         self.logits = torch.zeros(len(self.groups), requires_grad=True)
         self.logit_optimizer = optimizers[weight_optimizer](
             [self.logits], lr=weight_lr, weight_decay=weight_decay)
@@ -166,7 +226,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 "MoKDOptimWrapper(mode='amortized') got no loss recomputation "
                 'after its last step: add custom_hooks=[dict(type='
                 "'MoKDAmortizedHook')] to the config.")
-        z = F.softmax(self.logits.detach(), -1).to(groups[self.groups[0]])
+        z = floor_weights(F.softmax(self.logits.detach(), -1),
+                          self.min_weight).to(groups[self.groups[0]])
         losses = torch.stack([groups[g] for g in self.groups])
         # grad log(L) = grad L / L with L the loss over all ranks (averaged
         # like the gradients), so DDP equals one process on the whole batch:
@@ -178,9 +239,15 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             norm /= torch_dist.get_world_size()
         norm = (norm + self.eps).to(losses.dtype)
         objective = (z * losses / norm).sum()
-        if self.famo_normalize:
-            objective = objective / (z / norm).sum()
-        return {'weighted': objective}
+        return {'weighted': objective * self._step_factor(z / norm)}
+
+    def _step_factor(self, raw_weights: Tensor) -> Tensor:
+        """The step scale's factor for weights ``raw_weights`` on the raw
+        gradients (pi_k / L_k): 1, 1 / sum or K / sum."""
+        if self.step_scale == 'none':
+            return raw_weights.new_ones(())
+        factor = 1. if self.step_scale == 'c' else float(len(self.groups))
+        return factor / raw_weights.sum()
 
     # ---------------------------------------------------------- combination
     def apply_gradients(self, grads: Dict[str, Grads],
@@ -192,8 +259,9 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 p.grad = g
             # compared with the recomputation on the same (last) batch
             self._pending = self._last_values
-            self.weights = F.softmax(self.logits.detach(), -1)
-            self._log_weights(scale)
+            self.weights = floor_weights(F.softmax(self.logits.detach(), -1),
+                                         self.min_weight)
+            self._log_weights()
             return
         raw = [grads[g] for g in self.groups]
         # (K, N): the Gram matrix and the combination are single BLAS calls
@@ -209,13 +277,14 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             t, d = self.groups.index(TASK), self.groups.index(DISTILL)
             self.log_gradient_dynamics(raw_matrix[t, t], raw_matrix[d, d],
                                        raw_matrix[t, d])
-        if self.gram_params == 'shared':
+        balanced = raw_matrix  # Gram matrix of what the weights apply to
+        if self.gram_params == 'shared' or self.balance == 'shared':
             mask = torch.repeat_interleave(
                 torch.tensor(shared, dtype=flat.dtype),
                 torch.tensor([p.numel() for p in params])).to(flat.device)
-            raw_matrix = gram_matrix(flat * mask)
+            balanced = gram_matrix(flat * mask)
         # Gram matrix of the log-loss gradients g_i = G_i / L_i
-        log_matrix = raw_matrix / (scale[:, None] * scale[None, :])
+        log_matrix = balanced / (scale[:, None] * scale[None, :])
         # groups[0] is g1 in the paper's notation for (distill, task): the
         # closed form is symmetric, so the order only names the weights
         pi = min_norm_weights(log_matrix)
@@ -223,17 +292,37 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             raise FloatingPointError(
                 f'MoKD exact: non-finite min-norm weights {pi.tolist()} from '
                 f'the log-gradient Gram matrix {log_matrix.tolist()}')
+        pi = floor_weights(pi, self.min_weight)
         self.weights = pi.float()
-        # weights on the raw gradients: pi_k / L_k
-        coeffs = (pi / scale).to(flat)
-        unflatten_into_grads(coeffs @ flat, params, present)
-        self._log_weights(scale)
+        # weights on the raw gradients: pi_k / L_k, times the step scale
+        coeffs = pi / scale
+        coeffs = coeffs * self._step_factor(coeffs)
+        direction = coeffs.to(flat) @ flat
+        if self.balance == 'shared':
+            # one objective's parameters: its raw gradient
+            offset = 0
+            for p, both in zip(params, shared):
+                if not both:
+                    direction[offset:offset + p.numel()] = \
+                        flat[:, offset:offset + p.numel()].sum(0)
+                offset += p.numel()
+            # disjoint supports: |shared part|^2 + |raw one-objective part|^2
+            step2 = coeffs @ balanced.double() @ coeffs + (
+                raw_matrix - balanced).double().sum()
+        else:
+            step2 = coeffs @ raw_matrix.double() @ coeffs
+        unflatten_into_grads(direction, params, present)
+        # |applied| / |sum of raw gradients| (vanilla KD's step at this lr)
+        kd2 = raw_matrix.double().sum()
+        self.log_scalar('kd/step_ratio',
+                        (step2.clamp_min(0) / kd2.clamp_min(1e-300)).sqrt())
+        self._log_weights(coeffs)
 
-    def _log_weights(self, scale: Tensor) -> None:
-        for g, w, loss in zip(self.groups, self.weights, scale):
+    def _log_weights(self, raw_weights: Optional[Tensor] = None) -> None:
+        for k, (g, w) in enumerate(zip(self.groups, self.weights)):
             self.log_scalar(f'kd/pi_{g}', w)
-            if self.mode == 'exact':
-                self.log_scalar(f'kd/raw_weight_{g}', w / loss)
+            if raw_weights is not None:
+                self.log_scalar(f'kd/raw_weight_{g}', raw_weights[k])
 
     # ------------------------------------------------------ amortized update
     def pending_losses(self) -> Optional[Tensor]:
