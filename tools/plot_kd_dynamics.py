@@ -1,6 +1,7 @@
 """Plot the KD dynamics a run logged: cos(g_task, g_distill), the norm
-ratio, MoKD's weights, MKD's temperatures, the AMP loss scale, and the
-task/distill losses, from mmengine's JSON scalar log.
+ratio, MoKD's weights and its step length relative to vanilla KD's, MKD's
+temperatures, the AMP loss scale, and the task/distill losses, from
+mmengine's JSON scalar log.
 
 Example:
     python tools/plot_kd_dynamics.py work_dirs/mokd_run [--out dynamics.png]
@@ -23,6 +24,7 @@ PANELS = [
     ('gradient dominance: |g_distill| / |g_task|', ('kd/norm_ratio', ),
      True),
     ('MoKD weights', ('kd/pi_', ), False),
+    ("step length / vanilla KD's (same lr)", ('kd/step_ratio', ), True),
     ('MKD temperatures', ('kd/tau_', ), False),
     ('losses', ('loss_task', 'loss_distill'), True),
     ('AMP loss scale', ('kd/loss_scale', ), True),

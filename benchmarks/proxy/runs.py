@@ -20,6 +20,14 @@ cwd            cwd        sgd
 pkd            pkd        sgd
 ============== ========== ================
 
+Options: ``<run>@<option>+<option>...`` changes the run's config, for
+ablations (``kd+mokd-exact@step_scale=K+min_weight=0.001``,
+``mokd-exact@adamw``, ``scratch@adamw``). An option is ``key=value``
+(``value`` a Python literal, else a string; ``key`` dotted: into
+``optim_wrapper``, or from the config's root when it starts with ``cfg.``)
+or the name of a set in :data:`VARIANTS`. ``groups=terms`` names the task
+and each of the loss's terms (``('task', 'distill.fpn', 'distill.cls')``).
+
 Both halves come from the shipped leaf configs of a preset's family
 (``configs/quickstart/<method>_...`` for detection): the loss's
 ``model.distill_losses`` and the optimiser's ``optim_wrapper`` type and
@@ -28,6 +36,7 @@ arguments and ``custom_hooks``. ``sgd`` is the pair's own optimiser
 term that has one (the logit terms), with the ``MetaTemperature`` of its
 leaf config; a loss with no temperature cannot take it.
 """
+import ast
 import copy
 from typing import Dict, List, Tuple
 
@@ -44,6 +53,57 @@ NAMED = {'scratch': (None, 'sgd'), 'kd': ('kd', 'sgd'),
          'cwd': ('cwd', 'sgd'), 'pkd': ('pkd', 'sgd')}
 STUDY = tuple(NAMED)
 
+#: named option sets (``<run>@adamw``)
+VARIANTS = {
+    # the student optimiser DTO-KD trains with (its classification recipe:
+    # lr 1e-3, weight decay 0.05)
+    'adamw': {'optimizer': dict(type='AdamW', lr=1e-3, weight_decay=0.05)},
+    # every distillation term its own objective
+    'terms': {'groups': 'terms'},
+}
+
+
+def split_options(name: str) -> Tuple[str, Dict[str, object]]:
+    """``(run, options)`` of ``<run>@<option>+...`` (a ``~N`` repeat
+    suffix dropped).
+
+    Raises:
+        ValueError: An option that is neither ``key=value`` nor a variant.
+    """
+    name = name.split('~')[0]
+    base, sep, spec = name.partition('@')
+    options: Dict[str, object] = {}
+    for item in spec.split('+') if sep else []:
+        key, eq, value = item.partition('=')
+        if eq:
+            try:
+                options[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                options[key] = value
+        elif item in VARIANTS:
+            options.update(copy.deepcopy(VARIANTS[item]))
+        else:
+            raise ValueError(
+                f'run {name!r}: option {item!r} is neither key=value nor '
+                f'one of {", ".join(VARIANTS)}')
+    return base, options
+
+
+def apply_options(cfg: Config, name: str) -> None:
+    """Applies run ``name``'s options (see the module docstring) to its
+    composed config, in place."""
+    _, options = split_options(name)
+    for key, value in options.items():
+        if key == 'groups' and value == 'terms':
+            value = ('task', ) + tuple(
+                f'distill.{t}' for t in cfg.model.get('distill_losses', {}))
+        node = cfg if key.startswith('cfg.') else cfg.optim_wrapper
+        path = key[4:].split('.') if key.startswith('cfg.') else \
+            key.split('.')
+        for part in path[:-1]:
+            node = node.setdefault(part, ConfigDict())
+        node[path[-1]] = value
+
 
 def parse_run(name: str) -> Tuple[str, str]:
     """``(loss, optimiser)`` of a run name (loss None: no distillation).
@@ -51,7 +111,7 @@ def parse_run(name: str) -> Tuple[str, str]:
     Raises:
         ValueError: An unknown name, loss or optimiser.
     """
-    name = name.split('~')[0]  # kd~1: a repeat of kd (determinism check)
+    name, _ = split_options(name)  # kd~1: a repeat of kd (run-to-run)
     if name in NAMED:
         return NAMED[name]
     loss, sep, optimiser = name.partition('+')
@@ -64,11 +124,13 @@ def parse_run(name: str) -> Tuple[str, str]:
 
 
 def canonical(name: str) -> str:
-    """The study's name of a run when it has one (``kd+dot`` -> ``dot``)."""
+    """The study's name of a run when it has one (``kd+dot`` -> ``dot``,
+    ``kd+dot@x=1`` -> ``dot@x=1``)."""
     pair = parse_run(name)
+    _, sep, spec = name.partition('@')
     for named, named_pair in NAMED.items():
         if named_pair == pair:
-            return named
+            return named + sep + spec
     return name
 
 

@@ -43,7 +43,7 @@ from mokd_det.utils import last_coco_metrics
 from mokd_det.utils.logs import last_entry_with
 
 from .families import Family, _merge
-from .runs import compose, parse_run
+from .runs import apply_options, compose, parse_run
 
 _PROGRESS = re.compile(r'Epoch\(train\)\s*\[(\d+)\]\[\s*(\d+)/(\d+)\]')
 
@@ -163,6 +163,7 @@ class Study:
             epochs = p['student_epochs']
             _merge(cfg.model, copy.deepcopy(p.get('distiller', {})))
         self._retarget(cfg, epochs, seed)
+        apply_options(cfg, name)
         cfg.custom_imports = dict(imports=['mokd_det'],
                                   allow_failed_imports=False)
         if name == 'teacher' or parse_run(name)[0] is None:

@@ -2,7 +2,7 @@ from .base import BaseDistiller, head_activation
 from .cls_distiller import ClsDistiller
 from .det_distiller import DetDistiller
 from .loss_groups import (DISTILL, TASK, attach_loss_groups, get_loss_groups,
-                          parse_grouped_losses)
+                          get_loss_terms, parse_grouped_losses)
 from .recompute_cache import RecomputeCache, TargetCache
 from .taps import Tap, TapRecorder
 from .teacher import build_teacher, load_teacher_checkpoint
@@ -10,6 +10,6 @@ from .teacher import build_teacher, load_teacher_checkpoint
 __all__ = [
     'BaseDistiller', 'ClsDistiller', 'DetDistiller', 'DISTILL', 'TASK',
     'Tap', 'TapRecorder', 'attach_loss_groups', 'build_teacher',
-    'get_loss_groups', 'head_activation', 'load_teacher_checkpoint',
-    'parse_grouped_losses', 'RecomputeCache', 'TargetCache'
+    'get_loss_groups', 'get_loss_terms', 'head_activation',
+    'load_teacher_checkpoint', 'parse_grouped_losses', 'RecomputeCache', 'TargetCache'
 ]

@@ -8,6 +8,12 @@ A distiller's ``loss()`` returns keys ``'<group>.<name>'``:
 * ``distill.<name>``: one entry per distillation term (``distill.fpn``);
 * more groups where a method needs them (any other prefix).
 
+Besides the group totals, the entries of every group but ``task`` are
+attached one by one under their keys (``distill.fpn``), so that a method can
+balance each distillation term as its own objective
+(``MoKDOptimWrapper(groups=('task', 'distill.fpn', 'distill.cls'))``):
+:func:`get_loss_terms`.
+
 :func:`parse_grouped_losses` (the distillers' ``parse_losses``) reduces them
 as mmengine does, logs every term, the per-group totals (``loss_task``,
 ``loss_distill``) and the total ``loss``, and attaches the group totals to
@@ -23,7 +29,7 @@ convention: ``task.acc`` is logged, not optimised); in every other group,
 all entries.
 """
 from collections import OrderedDict
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 from mmengine.utils import is_list_of
@@ -32,6 +38,7 @@ from torch import Tensor
 TASK = 'task'
 DISTILL = 'distill'
 _ATTR = '_mokd_loss_groups'
+_TERMS = '_mokd_loss_terms'
 
 
 def split_key(key: str) -> Tuple[str, str]:
@@ -55,10 +62,13 @@ def parse_grouped_losses(
     and the log variables."""
     log_vars: Dict[str, Tensor] = OrderedDict()
     groups: Dict[str, Tensor] = OrderedDict()
+    terms: Dict[str, Tensor] = OrderedDict()
     for key, value in losses.items():
         value = _reduce(key, value)
         log_vars[key] = value
         group, name = split_key(key)
+        if group != TASK:
+            terms[key] = value
         if group != TASK or 'loss' in name:
             groups[group] = groups[group] + value if group in groups \
                 else value
@@ -68,17 +78,28 @@ def parse_grouped_losses(
     out = OrderedDict(loss=total)
     out.update((f'loss_{g}', v) for g, v in groups.items())
     out.update(log_vars)
-    attach_loss_groups(total, groups)
+    attach_loss_groups(total, groups, terms)
     return total, out
 
 
-def attach_loss_groups(loss: Tensor, groups: Mapping[str, Tensor]) -> None:
-    """Attaches the per-group totals to the total loss tensor."""
+def attach_loss_groups(loss: Tensor, groups: Mapping[str, Tensor],
+                       terms: Optional[Mapping[str, Tensor]] = None) -> None:
+    """Attaches the per-group totals (and the terms of the groups other
+    than ``task``, keyed ``<group>.<name>``) to the total loss tensor."""
     setattr(loss, _ATTR, OrderedDict(groups))
+    setattr(loss, _TERMS, OrderedDict(terms or {}))
 
 
-def get_loss_groups(loss: Tensor) -> Dict[str, Tensor]:
-    """The per-group totals attached to ``loss``.
+def get_loss_terms(loss: Tensor) -> Dict[str, Tensor]:
+    """The per-term entries attached to ``loss`` (``distill.fpn``, ...);
+    empty if there are none."""
+    return getattr(loss, _TERMS, OrderedDict())
+
+
+def get_loss_groups(loss: Tensor,
+                    with_terms: bool = False) -> Dict[str, Tensor]:
+    """The per-group totals attached to ``loss``; with ``with_terms``
+    followed by the per-term entries (:func:`get_loss_terms`).
 
     Raises:
         TypeError: The loss carries no groups: the model is not a distiller
@@ -92,6 +113,8 @@ def get_loss_groups(loss: Tensor) -> Dict[str, Tensor]:
             'ClsDistiller) as the model, or a model whose parse_losses calls '
             'mokd_det.distillers.parse_grouped_losses; for plain training '
             "use optim_wrapper=dict(type='OptimWrapper').")
+    if with_terms:
+        return OrderedDict(groups, **get_loss_terms(loss))
     return groups
 
 

@@ -9,6 +9,7 @@ import torch.distributed as torch_dist
 from mmengine.registry import HOOKS
 
 from ..distillers.loss_groups import get_loss_groups
+from ..optim.base import loss_value
 from .recompute import RecomputeHook, norm_stats_kept
 
 
@@ -36,8 +37,8 @@ class MoKDAmortizedHook(RecomputeHook):
             return
         loss_fn = self.recompute(runner, model)
         with torch.no_grad(), norm_stats_kept(model):
-            groups = get_loss_groups(loss_fn())
-        after = torch.stack([groups[g].float() for g in wrapper.groups])
+            groups = get_loss_groups(loss_fn(), with_terms=True)
+        after = torch.stack([loss_value(groups[g]) for g in wrapper.groups])
         both = torch.stack([before.to(after.device), after])
         if torch_dist.is_available() and torch_dist.is_initialized():
             torch_dist.all_reduce(both)

@@ -84,6 +84,14 @@ class ChannelWiseDivergence(nn.Module):
         loss = 0.
         for s, t in zip(student, teacher):
             n, c = s.shape[:2]
+            if s[0, 0].numel() == 1:
+                raise ValueError(
+                    f'ChannelWiseDivergence on a {tuple(s.shape)} map: it '
+                    'normalises each channel over spatial positions, so a '
+                    '1x1 map (a pooled feature, or a last stage that small) '
+                    'makes the loss 0. Tap a stage with spatial extent '
+                    '(e.g. an earlier backbone stage), or use PKDLoss / '
+                    'FeatureMSELoss on vectors.')
             s = s.reshape(n * c, -1) / self.tau
             t = t.to(s.dtype).reshape(n * c, -1) / self.tau
             t_log = F.log_softmax(t, dim=1)

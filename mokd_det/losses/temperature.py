@@ -24,12 +24,16 @@ class MetaTemperature(nn.Module):
             Defaults to (1.0, 10.0).
         num_classes: One temperature per class (the last dimension of the
             logits) instead of a scalar. Defaults to None (scalar).
+        tied: One temperature for teacher and student (the meta update
+            moves both together; Hinton's single T, learned). Defaults to
+            False (two, as MKD's abstract describes).
     """
 
     def __init__(self,
                  init: float = 4.0,
                  bounds: Tuple[float, float] = (1.0, 10.0),
-                 num_classes: Optional[int] = None):
+                 num_classes: Optional[int] = None,
+                 tied: bool = False):
         super().__init__()
         low, high = bounds
         if not 0 < low < init < high:
@@ -38,8 +42,11 @@ class MetaTemperature(nn.Module):
         self.low, self.high = float(low), float(high)
         shape = () if num_classes is None else (num_classes, )
         raw = torch.logit(torch.tensor((init - low) / (high - low)))
+        self.tied = tied
         self.register_buffer('raw_teacher', torch.full(shape, float(raw)))
-        self.register_buffer('raw_student', torch.full(shape, float(raw)))
+        if not tied:
+            self.register_buffer('raw_student',
+                                 torch.full(shape, float(raw)))
 
     def _tau(self, raw: Tensor) -> Tensor:
         return self.low + (self.high - self.low) * torch.sigmoid(raw)
@@ -48,8 +55,9 @@ class MetaTemperature(nn.Module):
         return self._tau(self.raw_teacher)
 
     def student(self) -> Tensor:
-        return self._tau(self.raw_student)
+        return self._tau(self.raw_teacher if self.tied else self.raw_student)
 
     def raw(self):
-        """The two buffers the meta update changes."""
-        return [self.raw_teacher, self.raw_student]
+        """The buffers the meta update changes (one when tied)."""
+        return [self.raw_teacher] if self.tied else \
+            [self.raw_teacher, self.raw_student]

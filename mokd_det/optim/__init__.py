@@ -5,7 +5,8 @@ from .dot import DOTOptimWrapper
 from .guard import NonFiniteGuard, NonFiniteTrainingError
 from .kd import AmpKDOptimWrapper, KDOptimWrapper
 from .mkd import MKDOptimWrapper
-from .mokd import MoKDOptimWrapper, min_norm_weights, two_objective_weights
+from .min_norm import min_norm_weights, two_objective_weights
+from .mokd import MoKDOptimWrapper
 
 __all__ = [
     'AmpDOTOptimWrapper', 'AmpKDOptimWrapper', 'AmpMKDOptimWrapper',

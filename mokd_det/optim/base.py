@@ -155,7 +155,9 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
         return super().optim_context(model)
 
     def _checked_groups(self, loss: Tensor) -> Optional[Dict[str, Tensor]]:
-        groups = get_loss_groups(loss)
+        # per-term objectives ('distill.fpn') come with the group totals
+        groups = get_loss_groups(loss, with_terms=any(
+            '.' in g for g in self.groups))
         missing = [g for g in self.groups if g not in groups]
         if missing:
             raise KeyError(
@@ -224,7 +226,7 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
                     for a, g in zip(acc, grads)
                 ]
         for g, value in groups.items():
-            value = value.detach().float() / factor
+            value = loss_value(value) / factor
             self._acc_values[g] = value if g not in self._acc_values \
                 else self._acc_values[g] + value
 
@@ -237,16 +239,17 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
             return grads, values
         world = torch_dist.get_world_size()
         params = self.params()
+        dtype = flat_dtype(params)
         pieces, presence = [], []
         for name, gs in grads.items():
             for p, g in zip(params, gs):
                 pieces.append((torch.zeros_like(p) if g is None else g)
-                              .reshape(-1).float())
+                              .reshape(-1).to(dtype))
                 presence.append(0. if g is None else 1.)
         ref = params[0]
         flat = torch.cat(pieces + [
-            torch.tensor(presence, device=ref.device),
-            torch.stack(list(values.values())).to(ref.device)
+            torch.tensor(presence, dtype=dtype, device=ref.device),
+            torch.stack(list(values.values())).to(ref.device, dtype)
         ])
         torch_dist.all_reduce(flat)
         flat.div_(world)
@@ -302,15 +305,27 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
         super().load_state_dict(state_dict)
 
 
+def loss_value(loss: Tensor) -> Tensor:
+    """A loss's detached value in float32, or float64 when it is float64
+    (half and bfloat16 values are widened; a float64 model's values are not
+    narrowed: the log normalisation divides by them)."""
+    loss = loss.detach()
+    return loss if loss.dtype == torch.float64 else loss.float()
+
+
+def flat_dtype(params: Sequence[Tensor]) -> torch.dtype:
+    """float32, or float64 if any parameter is."""
+    return torch.float64 if any(p.dtype == torch.float64 for p in params) \
+        else torch.float32
+
+
 def flatten(grads: Sequence[Grads], params: Sequence[Tensor]) -> Tensor:
     """The (K, N) matrix whose row k is the k-th gradient list flattened
     over ``params`` (None counts as zero); one copy per list, so that dot
     products and combinations are single BLAS calls instead of a kernel per
     parameter. float32, or float64 if any parameter is."""
     n = sum(p.numel() for p in params)
-    dtype = torch.float64 if any(p.dtype == torch.float64 for p in params) \
-        else torch.float32
-    out = torch.empty(len(grads), n, dtype=dtype, device=params[0].device)
+    out = torch.empty(len(grads), n, dtype=flat_dtype(params), device=params[0].device)
     for row, gs in zip(out, grads):
         torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1)
                    for p, g in zip(params, gs)], out=row)

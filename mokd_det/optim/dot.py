@@ -22,7 +22,10 @@ Buffers start as the first gradient (with its weight decay), as in
 ``torch.optim.SGD``, except that a distill-only parameter's first buffer is
 the raw g_k without weight decay (reference L46-48; reproduced). With
 Delta = 0 the update equals ``torch.optim.SGD(momentum=mu,
-weight_decay=wd)`` on the summed loss.
+weight_decay=wd)`` on the summed loss. ``momentum == delta`` is refused:
+the reference's ``if momentum != 0`` (its task momentum mu - Delta) then
+turns momentum off for task-only parameters as well, which this per-
+parameter table does not reproduce.
 
 Beyond the reference: any number of parameter groups (each with its own lr,
 momentum and weight decay, so ``paramwise_cfg`` works), DDP, gradient
@@ -77,6 +80,17 @@ class DOTOptimWrapper(MultiObjectiveOptimWrapper):
                 raise ValueError(
                     f'DOT needs 0 <= momentum - delta and momentum + delta '
                     f'< 1; got momentum {group["momentum"]}, delta {delta}')
+            if delta > 0 and group['momentum'] == delta:
+                # mdistiller's dot() guards all task-gradient momentum with
+                # `if momentum != 0` (momentum: its task momentum mu - D), so
+                # there task-only parameters then lose their momentum mu too
+                raise ValueError(
+                    f'DOT with momentum == delta ({delta}): the task momentum '
+                    'mu - delta is 0, and the reference (mdistiller) then '
+                    'also turns momentum off for task-only parameters, a '
+                    'side effect this implementation does not reproduce. '
+                    'Use delta < momentum (the papers use momentum 0.9, '
+                    'delta 0.075-0.09).')
         self.delta = delta
         self._grads: Dict[str, Grads] = {}
 

@@ -23,7 +23,8 @@ epsilon (``eps``, relative to g11 + g22) for g1 = g2; the Gram matrix covers
 every trainable parameter that receives either gradient (``gram_params=
 'all'``, faithful to theta) or only those receiving both (``'shared'``, an
 ablation). With K > 2 groups the min-norm point of their convex hull is found
-with the Frank-Wolfe solver of MGDA (Sener and Koltun, NeurIPS 2018).
+exactly by Wolfe's min-norm-point algorithm (:mod:`.min_norm`; MGDA's code
+uses Frank-Wolfe iterations, which are inexact at any fixed count).
 
 ``mode='amortized'`` (DTO-KD Algorithm 1, the method trained in the paper):
 one gradient of sum_k z_k log L_k with z = softmax(w) detached (w: one logit
@@ -38,18 +39,61 @@ counted in ``train/kd/skipped_weight_updates``):
 
 * ``weight_update='famo'`` (default, FAMO's ``update``): delta_k =
   log L_k(theta_t) - log L_k(theta_{t+1}); grad_w = J_softmax(w)^T delta;
-  an AdamW step on w (lr 0.025, weight decay 0.01: DTO-KD's "overall
-  optimization" settings, FAMO's defaults). Minimising this ``grad_w`` lowers
-  the weight of the objective that improved most, as FAMO does.
+  a step of the weights' optimiser on w (lr 0.025, weight decay 0.01).
+  Minimising this ``grad_w`` lowers the weight of the objective that
+  improved most, as FAMO does.
+* ``weight_optimizer``: DTO-KD's text gives AdamW (lr 0.025, wd 0.01) for
+  "the overall optimization"; those are FAMO's ``w_lr`` and ``gamma``, but
+  FAMO's ``famo.py`` (L20) steps w with ``torch.optim.Adam(weight_decay=
+  gamma)``, an L2 penalty added to the gradient. The default ``'adamw'``
+  follows the paper this module implements (decoupled decay);
+  ``'adam'`` is FAMO's code. On logits near 0 the two differ only in how
+  the 0.01 decay enters.
 * ``weight_update='eq18'`` (the paper's Eq. 18 as printed, which ignores the
   improvement rates): grad_w = J_softmax(w)^T grad_pi 1/2 (sum_k pi_k log
   L_k)^2, then the same AdamW step.
-* ``famo_normalize=True`` divides the objective by c = sum_k z_k / L_k
-  (FAMO does, DTO-KD's Algorithm 1 does not; default False).
+* ``step_scale`` (below) applies as in exact mode: ``'c'`` divides the
+  objective by c = sum_k z_k / L_k (FAMO does, DTO-KD's Algorithm 1 does
+  not).
+
+Options where the paper is silent, or where its literal form fails under
+SGD (the min-norm point is never longer than the shorter log-gradient: with
+the distillation log-gradient 4-10x shorter than the task's, pi_task falls
+to about 0.01 and the step is about 12x shorter than KD's); each one's
+source:
+
+* ``step_scale``: what multiplies the combination sum_k pi_k grad L_k / L_k
+  (pi: the min-norm weights, or z = softmax(w) in amortized mode).
+  ``'none'``: the paper as written. ``'c'``: divided by c = sum_k pi_k /
+  L_k, so that the weights on the raw gradients, pi_k / (c L_k), sum to 1
+  (FAMO's ``LOG_MGDA``, Cranial-XIX/FAMO ``methods/weight_methods.py``
+  L503-504, the exact rule in code by the authors DTO-KD builds on; in
+  amortized mode FAMO's normaliser c, ``famo.py`` L28-34). ``'K'``: the
+  raw-gradient weights sum to K, the summed loss's scale (Nash-MTL's MGDA,
+  ``weight_methods.py`` L396-397, ``sol * n_tasks``; CAGrad's ``mgd``
+  multiplies by 2 "to match the sum loss").
+* ``min_weight``: a floor on every weight, the rest rescaled (MGDA's code
+  clamps two-task weights to [0.001, 0.999], isl-org/MultiObjective
+  Optimization ``min_norm_solvers.py`` L17-26).
+* ``balance='shared'`` (exact mode): the Gram matrix and the weights cover
+  only the parameters every objective reaches; a parameter reached by one
+  objective alone (the regression branch of a head under a class-logit
+  term, a projection neck) takes that objective's raw gradient (LibMTL,
+  ``abstract_weighting.py`` L37-55, which resets only the shared
+  gradients). ``'all'``: every parameter takes the weighted combination
+  (DTO-KD's J_t over theta).
+* Per-term objectives: ``groups=('task', 'distill.fpn', 'distill.cls')``
+  balances each distillation term (``distill.<name>`` of the distiller's
+  ``distill_losses``) as its own objective; K >= 3 uses the exact solver.
+* The student's optimizer is any torch optimizer: DTO-KD trains its
+  detection students with AdamW (lr 1e-4, the ViDT recipe), to which a
+  global rescale of the step makes little difference.
 
 Logs: ``train/kd/pi_<group>`` each update, and in exact mode the gradient
-dynamics of :class:`MultiObjectiveOptimWrapper`, plus the effective weights
-on the raw gradients ``train/kd/raw_weight_<group>`` = pi_k / L_k.
+dynamics of :class:`MultiObjectiveOptimWrapper`, the effective weights on
+the raw gradients ``train/kd/raw_weight_<group>`` (pi_k / L_k, times the
+step scale) and ``train/kd/step_ratio``, the length of the applied gradient
+over that of the summed raw gradients (vanilla KD's at the same lr).
 """
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
@@ -62,45 +106,9 @@ from torch import Tensor
 
 from ..distillers.loss_groups import DISTILL, TASK
 from .base import (Grads, MultiObjectiveOptimWrapper, flatten, gram_matrix,
-                   unflatten_into_grads)
-
-
-def two_objective_weights(g11: Tensor, g22: Tensor, g12: Tensor,
-                          eps: float = 1e-8) -> Tensor:
-    """DTO-KD's closed form: pi1 = (g22 - g12) / (g11 + g22 - 2 g12),
-    clipped to [0, 1]; the denominator is guarded by eps * (g11 + g22)."""
-    denom = (g11 + g22 - 2 * g12).clamp_min(eps * (g11 + g22) + 1e-30)
-    pi1 = ((g22 - g12) / denom).clamp(0., 1.)
-    return torch.stack([pi1, 1 - pi1])
-
-
-def min_norm_weights(gram_matrix: Tensor, iters: int = 250,
-                     tol: float = 1e-10) -> Tensor:
-    """Min-norm point of the convex hull of K gradients, given their Gram
-    matrix (MGDA's Frank-Wolfe solver); exact for K = 2."""
-    k = gram_matrix.size(0)
-    if k == 2:
-        return two_objective_weights(gram_matrix[0, 0], gram_matrix[1, 1],
-                                     gram_matrix[0, 1])
-    pi = torch.full((k, ), 1. / k, dtype=gram_matrix.dtype)
-    for _ in range(iters):
-        grad = gram_matrix @ pi
-        t = int(torch.argmin(grad))
-        # line search between pi and the vertex e_t (closed form)
-        v_pi = pi @ gram_matrix @ pi
-        v_t = gram_matrix[t, t]
-        v_cross = grad[t]
-        denom = v_pi + v_t - 2 * v_cross
-        if denom <= tol:
-            break
-        gamma = ((v_pi - v_cross) / denom).clamp(0., 1.)
-        new = (1 - gamma) * pi
-        new[t] += gamma
-        if (new - pi).abs().sum() < tol:
-            pi = new
-            break
-        pi = new
-    return pi
+                   loss_value, unflatten_into_grads)
+from .min_norm import (floor_weights, min_norm_weights,  # noqa: F401
+                       two_objective_weights)
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -118,11 +126,18 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             ``'all'``.
         weight_update: ``'famo'`` or ``'eq18'`` (amortized mode). Defaults to
             ``'famo'``.
-        weight_lr: AdamW learning rate of the weight logits. Defaults to
-            0.025.
-        weight_decay: AdamW weight decay of the logits. Defaults to 0.01.
-        famo_normalize: Divide the amortized objective by sum_k z_k / L_k.
-            Defaults to False.
+        weight_lr: Learning rate of the weight logits. Defaults to 0.025.
+        weight_decay: Weight decay of the logits. Defaults to 0.01.
+        weight_optimizer: ``'adamw'`` (DTO-KD's text, decoupled decay) or
+            ``'adam'`` (FAMO's code: Adam with L2 decay). Defaults to
+            ``'adamw'``.
+        step_scale: ``'none'`` (the paper), ``'c'`` (raw-gradient weights
+            summing to 1, FAMO) or ``'K'`` (summing to K, Nash-MTL).
+            Defaults to ``'none'``.
+        min_weight: Floor on each weight (MGDA: 0.001). Defaults to 0.
+        balance: ``'all'`` or ``'shared'`` (exact mode: weights only where
+            every objective reaches, raw gradients elsewhere). Defaults to
+            ``'all'``.
         **kwargs: See :class:`MultiObjectiveOptimWrapper`.
 
     Note:
@@ -141,7 +156,10 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                  weight_update: str = 'famo',
                  weight_lr: float = 0.025,
                  weight_decay: float = 0.01,
-                 famo_normalize: bool = False,
+                 weight_optimizer: str = 'adamw',
+                 step_scale: str = 'none',
+                 min_weight: float = 0.0,
+                 balance: str = 'all',
                  **kwargs):
         super().__init__(optimizer, groups=groups, **kwargs)
         if mode not in ('exact', 'amortized'):
@@ -155,13 +173,33 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         if weight_update not in ('famo', 'eq18'):
             raise ValueError(f"weight_update must be 'famo' or 'eq18', got "
                              f'{weight_update!r}')
+        optimizers = dict(adamw=torch.optim.AdamW, adam=torch.optim.Adam)
+        if weight_optimizer not in optimizers:
+            raise ValueError("weight_optimizer must be 'adamw' (DTO-KD) or "
+                             f"'adam' (FAMO's code), got {weight_optimizer!r}")
+        if step_scale not in ('none', 'c', 'K'):
+            raise ValueError(f"step_scale must be 'none', 'c' or 'K', got "
+                             f'{step_scale!r}')
+        if balance not in ('all', 'shared'):
+            raise ValueError(f"balance must be 'all' or 'shared', got "
+                             f'{balance!r}')
+        if balance == 'shared' and mode == 'amortized':
+            raise ValueError(
+                "balance='shared' needs each objective's own gradient, which "
+                "only mode='exact' computes (amortized mode differentiates "
+                'one weighted loss)')
+        if not 0 <= min_weight * len(self.groups) <= 1:
+            raise ValueError(f'min_weight must be in [0, 1/K] = [0, '
+                             f'{1 / len(self.groups):.3g}], got {min_weight}')
         self.mode = mode
         self.eps = eps
         self.gram_params = gram_params
         self.weight_update = weight_update
-        self.famo_normalize = famo_normalize
+        self.step_scale = step_scale
+        self.min_weight = min_weight
+        self.balance = balance
         self.logits = torch.zeros(len(self.groups), requires_grad=True)
-        self.logit_optimizer = torch.optim.AdamW(
+        self.logit_optimizer = optimizers[weight_optimizer](
             [self.logits], lr=weight_lr, weight_decay=weight_decay)
         self._pending: Optional[Tensor] = None  # losses before the step
         self._last_values: Optional[Tensor] = None
@@ -180,7 +218,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         self._check_positive(groups)
         self._last_values = torch.stack(
-            [groups[g].detach().float() for g in self.groups])
+            [loss_value(groups[g]) for g in self.groups])
         if self.mode == 'exact':
             return OrderedDict((g, groups[g]) for g in self.groups)
         if self._pending is not None:
@@ -188,21 +226,28 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 "MoKDOptimWrapper(mode='amortized') got no loss recomputation "
                 'after its last step: add custom_hooks=[dict(type='
                 "'MoKDAmortizedHook')] to the config.")
-        z = F.softmax(self.logits.detach(), -1).to(groups[self.groups[0]])
+        z = floor_weights(F.softmax(self.logits.detach(), -1),
+                          self.min_weight).to(groups[self.groups[0]])
         losses = torch.stack([groups[g] for g in self.groups])
         # grad log(L) = grad L / L with L the loss over all ranks (averaged
         # like the gradients), so DDP equals one process on the whole batch:
         # L_k / sg(mean_ranks L_k) has that gradient
-        norm = losses.detach().float().clone()
+        norm = loss_value(losses).clone()
         if torch_dist.is_available() and torch_dist.is_initialized() and \
                 torch_dist.get_world_size() > 1:
             torch_dist.all_reduce(norm)
             norm /= torch_dist.get_world_size()
         norm = (norm + self.eps).to(losses.dtype)
         objective = (z * losses / norm).sum()
-        if self.famo_normalize:
-            objective = objective / (z / norm).sum()
-        return {'weighted': objective}
+        return {'weighted': objective * self._step_factor(z / norm)}
+
+    def _step_factor(self, raw_weights: Tensor) -> Tensor:
+        """The step scale's factor for weights ``raw_weights`` on the raw
+        gradients (pi_k / L_k): 1, 1 / sum or K / sum."""
+        if self.step_scale == 'none':
+            return raw_weights.new_ones(())
+        factor = 1. if self.step_scale == 'c' else float(len(self.groups))
+        return factor / raw_weights.sum()
 
     # ---------------------------------------------------------- combination
     def apply_gradients(self, grads: Dict[str, Grads],
@@ -214,8 +259,9 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 p.grad = g
             # compared with the recomputation on the same (last) batch
             self._pending = self._last_values
-            self.weights = F.softmax(self.logits.detach(), -1)
-            self._log_weights(scale)
+            self.weights = floor_weights(F.softmax(self.logits.detach(), -1),
+                                         self.min_weight)
+            self._log_weights()
             return
         raw = [grads[g] for g in self.groups]
         # (K, N): the Gram matrix and the combination are single BLAS calls
@@ -231,13 +277,14 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             t, d = self.groups.index(TASK), self.groups.index(DISTILL)
             self.log_gradient_dynamics(raw_matrix[t, t], raw_matrix[d, d],
                                        raw_matrix[t, d])
-        if self.gram_params == 'shared':
+        balanced = raw_matrix  # Gram matrix of what the weights apply to
+        if self.gram_params == 'shared' or self.balance == 'shared':
             mask = torch.repeat_interleave(
                 torch.tensor(shared, dtype=flat.dtype),
                 torch.tensor([p.numel() for p in params])).to(flat.device)
-            raw_matrix = gram_matrix(flat * mask)
+            balanced = gram_matrix(flat * mask)
         # Gram matrix of the log-loss gradients g_i = G_i / L_i
-        log_matrix = raw_matrix / (scale[:, None] * scale[None, :])
+        log_matrix = balanced / (scale[:, None] * scale[None, :])
         # groups[0] is g1 in the paper's notation for (distill, task): the
         # closed form is symmetric, so the order only names the weights
         pi = min_norm_weights(log_matrix)
@@ -245,17 +292,37 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             raise FloatingPointError(
                 f'MoKD exact: non-finite min-norm weights {pi.tolist()} from '
                 f'the log-gradient Gram matrix {log_matrix.tolist()}')
+        pi = floor_weights(pi, self.min_weight)
         self.weights = pi.float()
-        # weights on the raw gradients: pi_k / L_k
-        coeffs = (pi / scale).to(flat)
-        unflatten_into_grads(coeffs @ flat, params, present)
-        self._log_weights(scale)
+        # weights on the raw gradients: pi_k / L_k, times the step scale
+        coeffs = pi / scale
+        coeffs = coeffs * self._step_factor(coeffs)
+        direction = coeffs.to(flat) @ flat
+        if self.balance == 'shared':
+            # one objective's parameters: its raw gradient
+            offset = 0
+            for p, both in zip(params, shared):
+                if not both:
+                    direction[offset:offset + p.numel()] = \
+                        flat[:, offset:offset + p.numel()].sum(0)
+                offset += p.numel()
+            # disjoint supports: |shared part|^2 + |raw one-objective part|^2
+            step2 = coeffs @ balanced.double() @ coeffs + (
+                raw_matrix - balanced).double().sum()
+        else:
+            step2 = coeffs @ raw_matrix.double() @ coeffs
+        unflatten_into_grads(direction, params, present)
+        # |applied| / |sum of raw gradients| (vanilla KD's step at this lr)
+        kd2 = raw_matrix.double().sum()
+        self.log_scalar('kd/step_ratio',
+                        (step2.clamp_min(0) / kd2.clamp_min(1e-300)).sqrt())
+        self._log_weights(coeffs)
 
-    def _log_weights(self, scale: Tensor) -> None:
-        for g, w, loss in zip(self.groups, self.weights, scale):
+    def _log_weights(self, raw_weights: Optional[Tensor] = None) -> None:
+        for k, (g, w) in enumerate(zip(self.groups, self.weights)):
             self.log_scalar(f'kd/pi_{g}', w)
-            if self.mode == 'exact':
-                self.log_scalar(f'kd/raw_weight_{g}', w / loss)
+            if raw_weights is not None:
+                self.log_scalar(f'kd/raw_weight_{g}', raw_weights[k])
 
     # ------------------------------------------------------ amortized update
     def pending_losses(self) -> Optional[Tensor]:
@@ -268,8 +335,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         """Amortized mode: updates the weight logits from the group losses
         on one batch before and after the step (``groups`` order; averaged
         over ranks by the caller, :class:`MoKDAmortizedHook`)."""
-        old = before.detach().float().cpu().add(self.eps).log()
-        new = after.detach().float().cpu().add(self.eps).log()
+        old = before.detach().double().cpu().add(self.eps).log()
+        new = after.detach().double().cpu().add(self.eps).log()
         self._pending = None
         if not (torch.isfinite(old).all() and torch.isfinite(new).all()):
             # a non-finite recomputation must not reach the logits (nor,
@@ -284,7 +351,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 delta = old - new
             else:  # Eq. 18: grad_pi 1/2 (sum_k pi_k log L_k)^2
                 delta = (z.detach() * old).sum() * old
-            grad_w, = torch.autograd.grad(z, self.logits, grad_outputs=delta)
+            grad_w, = torch.autograd.grad(z, self.logits,
+                                          grad_outputs=delta.to(z.dtype))
         self.logit_optimizer.zero_grad()
         self.logits.grad = grad_w
         self.logit_optimizer.step()

@@ -101,6 +101,41 @@ def test_proxy_runs_parse_and_compose():
         parse_run('pkd+adam')
 
 
+def test_proxy_run_options():
+    """``<run>@<option>+...``: literals, strings, dotted keys, variants, the
+    task + per-term groups, and the config root with ``cfg.``."""
+    import sys
+    sys.path.insert(0, BENCH)
+    from mmengine.config import Config
+    from proxy.runs import (apply_options, canonical, grid, parse_run,
+                            split_options)
+    name = 'kd+mokd-exact@step_scale=K+min_weight=0.001+terms~1'
+    assert parse_run(name) == ('kd', 'mokd-exact')
+    assert canonical(name.split('~')[0]) == \
+        'mokd-exact@step_scale=K+min_weight=0.001+terms'
+    assert split_options(name)[1] == dict(step_scale='K', min_weight=0.001,
+                                          groups='terms')
+    assert grid('kd:sgd,mokd-exact@step_scale=c') == [
+        'kd', 'mokd-exact@step_scale=c']
+    with pytest.raises(ValueError, match="option 'bogus'"):
+        split_options('kd@bogus')
+
+    cfg = Config(dict(
+        model=dict(distill_losses=dict(fpn=dict(loss_weight=1.),
+                                       cls=dict(loss_weight=1.))),
+        optim_wrapper=dict(type='MoKDOptimWrapper',
+                           optimizer=dict(type='SGD', lr=0.01,
+                                          momentum=0.9))))
+    apply_options(cfg, 'mokd-exact@terms+optimizer.lr=0.02+'
+                  'cfg.model.distill_losses.cls.loss_weight=0.5')
+    assert cfg.optim_wrapper.groups == ('task', 'distill.fpn', 'distill.cls')
+    assert cfg.optim_wrapper.optimizer.lr == 0.02
+    assert cfg.model.distill_losses.cls.loss_weight == 0.5
+    apply_options(cfg, 'scratch@adamw')  # a whole optimizer replaced
+    assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-3,
+                                               weight_decay=0.05)
+
+
 def test_paired_interval_against_hand_computed_values():
     import sys
     sys.path.insert(0, BENCH)

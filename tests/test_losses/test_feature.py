@@ -32,6 +32,14 @@ def test_cwd_hand_value():
         pytest.approx(KL_75_50 / 2, abs=1e-6)
 
 
+def test_cwd_refuses_maps_without_spatial_extent():
+    """A 1x1 map (ResNet's last stage on 32-px images) or a pooled vector
+    gives every channel a one-point softmax: KL 0 whatever the features."""
+    for shape in ((2, 4, 1, 1), (2, 4)):
+        with pytest.raises(ValueError, match='1x1 map'):
+            ChannelWiseDivergence()(torch.randn(shape), torch.randn(shape))
+
+
 def test_pkd_is_invariant_to_affine_maps_and_measures_correlation():
     t = torch.randn(2, 3, 4, 4)
     assert PKDLoss()(2 * t + 1, t).item() == pytest.approx(0, abs=1e-5)

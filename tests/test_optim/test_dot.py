@@ -117,3 +117,9 @@ def test_dot_rejects_what_it_cannot_do():
     with pytest.raises(ValueError, match='Nesterov'):
         DOTOptimWrapper(torch.optim.SGD([p], lr=1, momentum=0.9,
                                         nesterov=True))
+    # mu == Delta: the reference's task-only parameters would lose their
+    # momentum (its `if momentum != 0`), a side effect refused here
+    with pytest.raises(ValueError, match='momentum == delta'):
+        DOTOptimWrapper(torch.optim.SGD([p], lr=1, momentum=0.1), delta=0.1)
+    # mu = Delta = 0 is momentum-free SGD in both
+    DOTOptimWrapper(torch.optim.SGD([p], lr=1, momentum=0.), delta=0.)

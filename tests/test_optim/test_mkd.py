@@ -102,3 +102,25 @@ def test_meta_update_leaves_the_student_as_the_step_left_it(meta_mode):
     assert torch.equal(model.s.detach(), after_step)
     assert model.s.requires_grad
     assert float(model.kd.temperature.teacher()) != tau  # it did update
+
+
+def test_tied_temperature_is_one_value_for_both():
+    """tied=True: one buffer, the same tau for teacher and student, moved
+    by the meta update; the KD factor is then Hinton's T^2."""
+    model = LogitStudent(torch.tensor([[3., 0.]]))
+    model.kd = LogitKDLoss(activation='softmax', temperature=dict(
+        type='MetaTemperature', init=4.0, tied=True))
+    temperature = model.kd.temperature
+    assert len(temperature.raw()) == 1
+    assert 'kd.temperature.raw_student' not in model.state_dict()
+    wrapper = MKDOptimWrapper(torch.optim.SGD([model.s], lr=0.5),
+                              interval=1, meta_lr=0.2)
+    wrapper.bind(model)
+    wrapper.update_params(model.loss())
+    wrapper.meta_update(model.loss)
+    tau = float(temperature.teacher())
+    assert tau != pytest.approx(4.0) and float(temperature.student()) == tau
+    s, t = torch.randn(3, 2), torch.randn(3, 2)
+    expected = F.kl_div(F.log_softmax(s / tau, -1), F.log_softmax(t / tau, -1),
+                        log_target=True, reduction='batchmean') * tau ** 2
+    assert float(model.kd(s, t)) == pytest.approx(float(expected), rel=1e-5)

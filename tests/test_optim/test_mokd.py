@@ -48,7 +48,7 @@ def test_clipping_at_the_edges():
     assert torch.isfinite(pi).all() and float(pi.sum()) == 1
 
 
-def test_frank_wolfe_for_three_objectives_matches_brute_force():
+def test_three_objectives_match_a_grid_search():
     g = torch.randn(3, 4, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(3))
     pi = min_norm_weights(g @ g.T)
@@ -122,6 +122,36 @@ def test_amortized_logit_update_by_hand():
     assert wrapper.pending_losses() is None
 
 
+@pytest.mark.parametrize('weight_optimizer', ['adamw', 'adam'])
+def test_weight_optimizer_decay_by_hand(weight_optimizer):
+    """From logits (1, -1), one update with the gradient of the test above:
+    AdamW decays the logits apart from the step, w (1 - lr wd) - lr
+    sign(g); FAMO's Adam adds wd w to the gradient first, so its first step
+    is lr sign(g + wd w)."""
+    theta = nn.Parameter(torch.ones(2))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               mode='amortized',
+                               weight_optimizer=weight_optimizer)
+    with torch.no_grad():
+        wrapper.logits.copy_(torch.tensor([1., -1.]))
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    z = torch.softmax(torch.tensor([1., -1.]), 0)
+    delta = torch.tensor([math.log(2), 0.])
+    jac = torch.diag(z) - z[:, None] * z[None, :]
+    grad = jac.T @ delta
+    w = torch.tensor([1., -1.])
+    if weight_optimizer == 'adamw':
+        expected = w * (1 - 0.025 * 0.01) - 0.025 * grad / (grad.abs() + 1e-8)
+    else:
+        g = grad + 0.01 * w
+        expected = w - 0.025 * g / (g.abs() + 1e-8)
+    wrapper.update_weights(torch.tensor([4., 2.]), torch.tensor([2., 2.]))
+    torch.testing.assert_close(wrapper.logits.detach(), expected)
+    with pytest.raises(ValueError, match="'adam' .FAMO's code."):
+        MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                         weight_optimizer='sgd')
+
+
 def test_amortized_without_recomputation_is_an_error():
     theta = nn.Parameter(torch.ones(2))
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
@@ -176,3 +206,166 @@ def test_gram_over_shared_or_all_parameters(gram_params):
     gt, gd = g_task[other] / l_t, g_dist[other] / l_d
     assert abs(float(two_objective_weights(gt @ gt, gd @ gd, gt @ gd)[0]) -
                float(pi[0])) > 0.05  # the two choices differ here
+
+
+def test_float64_model_keeps_float64_loss_values():
+    """The log normalisation divides by the loss values; a float64 model's
+    values stay float64 (cast to float32 they moved pi by ~1e-3 where the
+    two log-gradients nearly coincide, as here)."""
+    theta0 = torch.tensor([1., -2., 0.5], dtype=torch.float64)
+    a = torch.tensor([0., 1., 2.], dtype=torch.float64)
+    # theta0 - b: theta0 - a turned by about 1e-3 rad and 1e-7 longer
+    d = theta0 - a
+    e = torch.tensor([3., 0., 2.], dtype=torch.float64)  # e . d = 0
+    d2 = (d + 1e-3 * e) * (d.norm() / (d + 1e-3 * e).norm()) * (1 + 1e-7)
+    b = theta0 - d2
+    theta = nn.Parameter(theta0.clone())
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    wrapper.update_params(grouped(task=(theta - a).pow(2).sum() / 3,
+                                  distill=(theta - b).pow(2).sum() * 1.7))
+    g_t = 2 * (theta0 - a) / (theta0 - a).pow(2).sum()
+    g_d = 2 * (theta0 - b) / (theta0 - b).pow(2).sum()
+    pi_t = two_objective_weights(g_t @ g_t, g_d @ g_d, g_t @ g_d)[0]
+    assert 0.01 < float(pi_t) < 0.99  # an interior, sensitive point
+    torch.testing.assert_close(theta.detach(),
+                               theta0 - 0.1 * (pi_t * g_t + (1 - pi_t) * g_d),
+                               rtol=1e-12, atol=1e-14)
+    # the logged weights are float32
+    assert float(wrapper.weights[0]) == pytest.approx(float(pi_t), abs=1e-7)
+
+
+@pytest.mark.parametrize('step_scale', ['none', 'c', 'K'])
+def test_exact_step_scale_by_hand(step_scale):
+    """'none': sum_k pi_k grad L_k / L_k; 'c': the raw weights pi_k / L_k
+    divided by their sum (FAMO's LOG_MGDA); 'K': times K / sum (Nash-MTL's
+    MGDA). The logged step ratio is |applied| / |g_task + g_distill|."""
+    theta0 = torch.tensor([1., -2., 0.5], dtype=torch.float64)
+    a = torch.tensor([0., 1., 2.], dtype=torch.float64)
+    b = torch.tensor([3., -1., 0.], dtype=torch.float64)
+    theta = nn.Parameter(theta0.clone())
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               step_scale=step_scale)
+    wrapper.update_params(grouped(task=(theta - a).pow(2).sum(),
+                                  distill=5 * (theta - b).pow(2).sum()))
+    l_t, l_d = (theta0 - a).pow(2).sum(), 5 * (theta0 - b).pow(2).sum()
+    raw_t, raw_d = 2 * (theta0 - a), 10 * (theta0 - b)
+    g_t, g_d = raw_t / l_t, raw_d / l_d
+    pi_t, pi_d = two_objective_weights(g_t @ g_t, g_d @ g_d, g_t @ g_d)
+    w_t, w_d = pi_t / l_t, pi_d / l_d
+    factor = {'none': 1., 'c': 1 / (w_t + w_d), 'K': 2 / (w_t + w_d)}
+    applied = factor[step_scale] * (w_t * raw_t + w_d * raw_d)
+    torch.testing.assert_close(theta.detach(), theta0 - 0.1 * applied,
+                               rtol=1e-12, atol=1e-14)
+    ratio = wrapper.message_hub.get_scalar('train/kd/step_ratio').current()
+    assert ratio == pytest.approx(float(applied.norm() /
+                                        (raw_t + raw_d).norm()), rel=1e-9)
+    raw_logged = wrapper.message_hub.get_scalar(
+        'train/kd/raw_weight_task').current()
+    assert raw_logged == pytest.approx(float(factor[step_scale] * w_t))
+
+
+@pytest.mark.parametrize('step_scale,expected', [
+    ('none', 0.5 * 2 / 4 + 0.5 * 1 / 2),
+    ('c', (0.5 * 2 / 4 + 0.5 * 1 / 2) / (0.5 / 4 + 0.5 / 2)),
+    ('K', 2 * (0.5 * 2 / 4 + 0.5 * 1 / 2) / (0.5 / 4 + 0.5 / 2))])
+def test_amortized_step_scale_by_hand(step_scale, expected):
+    """z = (0.5, 0.5), L = (4, 2), d L / d theta_i = (2, 1): the gradient
+    is sum_k z_k grad L_k / L_k, divided by c = sum_k z_k / L_k ('c'), and
+    times K ('K')."""
+    theta = nn.Parameter(torch.ones(2, dtype=torch.float64))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               mode='amortized', step_scale=step_scale)
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    torch.testing.assert_close(
+        theta.detach(), torch.full((2, ), 1 - 0.1 * expected,
+                                   dtype=torch.float64))
+
+
+def test_floor_weights_by_hand():
+    from mokd_det.optim.min_norm import floor_weights
+    t = torch.tensor
+    # MGDA's two-task clamp to [0.001, 0.999]
+    torch.testing.assert_close(floor_weights(t([0.0005, 0.9995]), 0.001),
+                               t([0.001, 0.999]))
+    torch.testing.assert_close(floor_weights(t([0., .3, .7]), 0.1),
+                               t([0.1, 0.27, 0.63]))
+    # a weight pushed under the floor by the first rescale is floored too
+    torch.testing.assert_close(floor_weights(t([.05, .08, .87]), 0.1),
+                               t([0.1, 0.1, 0.8]))
+    assert floor_weights(t([.2, .8]), 0.).tolist() == t([.2, .8]).tolist()
+    with pytest.raises(ValueError, match='min_weight'):
+        MoKDOptimWrapper(torch.optim.SGD([nn.Parameter(torch.ones(1))],
+                                         lr=0.1), min_weight=0.6)
+
+
+def test_min_weight_keeps_the_task_in_the_step():
+    """g2 = 3 g1: the closed form gives pi = (1, 0); a floor of 0.001 keeps
+    0.001 on the second objective."""
+    theta0 = torch.tensor([1., 2.], dtype=torch.float64)
+    theta = nn.Parameter(theta0.clone())
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               min_weight=0.001)
+    # log-gradients: task (theta.sum()) 1/3 of... both along (1, 1)
+    wrapper.update_params(grouped(task=theta.sum(),
+                                  distill=theta.sum() ** 2))
+    l_t, l_d = 3., 9.
+    g_t = torch.ones(2, dtype=torch.float64) / l_t
+    g_d = 2 * 3 * torch.ones(2, dtype=torch.float64) / l_d
+    pi = two_objective_weights(g_t @ g_t, g_d @ g_d, g_t @ g_d)
+    assert pi.tolist() == [1., 0.]
+    assert wrapper.weights.tolist() == pytest.approx([0.999, 0.001])
+    torch.testing.assert_close(theta.detach(),
+                               theta0 - 0.1 * (0.999 * g_t + 0.001 * g_d))
+
+
+def test_balance_shared_gives_one_objective_parameters_their_raw_grad():
+    """LibMTL's rule: the trunk (both gradients) takes the weighted
+    combination with weights from the trunk's Gram matrix; each head
+    (one loss) its own raw gradient."""
+    f64 = dict(dtype=torch.float64)
+    t0, ht0, hd0 = (torch.tensor(v, **f64) for v in ([1., 2.], [.5], [-1.]))
+    trunk, head_t, head_d = (nn.Parameter(v.clone()) for v in (t0, ht0, hd0))
+    a, b = torch.tensor([0., 1.], **f64), torch.tensor([3., -1.], **f64)
+    wrapper = MoKDOptimWrapper(
+        torch.optim.SGD([trunk, head_t, head_d], lr=0.1), balance='shared')
+    task = (trunk - a).pow(2).sum() + 25 * head_t.pow(2).sum()
+    distill = (trunk - b).pow(2).sum() + (head_d - 2).pow(2).sum()
+    l_t, l_d = float(task), float(distill)
+    wrapper.update_params(grouped(task=task, distill=distill))
+    gt, gd = 2 * (t0 - a) / l_t, 2 * (t0 - b) / l_d
+    pi_t, pi_d = two_objective_weights(gt @ gt, gd @ gd, gt @ gd)
+    torch.testing.assert_close(trunk.detach(),
+                               t0 - 0.1 * (pi_t * gt + pi_d * gd))
+    torch.testing.assert_close(head_t.detach(), ht0 - 0.1 * 50 * ht0)
+    torch.testing.assert_close(head_d.detach(), hd0 - 0.1 * 2 * (hd0 - 2))
+    with pytest.raises(ValueError, match="only mode='exact'"):
+        MoKDOptimWrapper(torch.optim.SGD([trunk], lr=0.1), mode='amortized',
+                         balance='shared')
+
+
+def test_per_term_groups_balance_three_objectives():
+    """groups=('task', 'distill.a', 'distill.b'): each distillation term is
+    an objective; the weights are the exact min-norm point of the three
+    log-gradients."""
+    theta0 = torch.tensor([1., -2., 0.5], dtype=torch.float64)
+    targets = [torch.tensor(v, dtype=torch.float64)
+               for v in ([0., 1., 2.], [3., -1., 0.], [-1., -3., -1.])]
+    theta = nn.Parameter(theta0.clone())
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               groups=('task', 'distill.a', 'distill.b'))
+    losses = [(theta - t).pow(2).sum() for t in targets]
+    total, _ = parse_grouped_losses({'task.loss': losses[0],
+                                     'distill.a': losses[1],
+                                     'distill.b': losses[2]})
+    wrapper.update_params(total)
+    g = torch.stack([2 * (theta0 - t) / (theta0 - t).pow(2).sum()
+                     for t in targets])
+    pi = min_norm_weights(g @ g.T)
+    assert (pi > 0.01).all()  # an interior point of the triangle
+    torch.testing.assert_close(theta.detach(), theta0 - 0.1 * (pi @ g),
+                               rtol=1e-10, atol=1e-12)
+    with pytest.raises(KeyError, match=r"distill\.c.*distill\.a"):
+        MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                         groups=('task', 'distill.c')).update_params(
+            parse_grouped_losses({'task.loss': theta.sum() ** 2,
+                                  'distill.a': theta.pow(2).sum()})[0])
