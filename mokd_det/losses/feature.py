@@ -82,16 +82,19 @@ class ChannelWiseDivergence(nn.Module):
     def forward(self, student: Features, teacher: Features) -> Tensor:
         student, teacher = as_levels(student, teacher)
         loss = 0.
+        if all(s[0, 0].numel() == 1 for s in student):
+            # a one-position softmax is 1: such a level adds exactly 0 (a
+            # small image's top FPN level does, harmlessly); all of them
+            # make the term a silent no-op
+            raise ValueError(
+                f'ChannelWiseDivergence on {tuple(student[0].shape)} maps: '
+                'it normalises each channel over spatial positions, so 1x1 '
+                'maps (pooled features, or a last stage that small) make '
+                'the loss 0. Tap a stage with spatial extent (e.g. an '
+                'earlier backbone stage), or use PKDLoss / FeatureMSELoss '
+                'on vectors.')
         for s, t in zip(student, teacher):
             n, c = s.shape[:2]
-            if s[0, 0].numel() == 1:
-                raise ValueError(
-                    f'ChannelWiseDivergence on a {tuple(s.shape)} map: it '
-                    'normalises each channel over spatial positions, so a '
-                    '1x1 map (a pooled feature, or a last stage that small) '
-                    'makes the loss 0. Tap a stage with spatial extent '
-                    '(e.g. an earlier backbone stage), or use PKDLoss / '
-                    'FeatureMSELoss on vectors.')
             s = s.reshape(n * c, -1) / self.tau
             t = t.to(s.dtype).reshape(n * c, -1) / self.tau
             t_log = F.log_softmax(t, dim=1)

@@ -36,8 +36,13 @@ def test_cwd_refuses_maps_without_spatial_extent():
     """A 1x1 map (ResNet's last stage on 32-px images) or a pooled vector
     gives every channel a one-point softmax: KL 0 whatever the features."""
     for shape in ((2, 4, 1, 1), (2, 4)):
-        with pytest.raises(ValueError, match='1x1 map'):
+        with pytest.raises(ValueError, match='1x1'):
             ChannelWiseDivergence()(torch.randn(shape), torch.randn(shape))
+    # one 1x1 level among others (a small image's top FPN level) adds 0
+    s, t = torch.zeros(1, 1, 1, 2), torch.tensor([[[[math.log(3.), 0.]]]])
+    one = torch.randn(1, 1, 1, 1)
+    assert ChannelWiseDivergence()([s, one], [t, 2 * one]).item() == \
+        pytest.approx(KL_75_50, abs=1e-6)
 
 
 def test_pkd_is_invariant_to_affine_maps_and_measures_correlation():
