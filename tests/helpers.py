@@ -2,6 +2,7 @@
 import os.path as osp
 import subprocess
 import sys
+from typing import Optional
 
 from mmengine.config import Config
 
@@ -82,14 +83,17 @@ def small_detector(model: dict, width: int = 64, num_classes: int = 6):
 
 
 def retarget_classification_data(cfg: Config, data_root: str, work_dir: str,
-                                 batch_size: int = 8) -> Config:
+                                 batch_size: int = 8,
+                                 scale: Optional[int] = None) -> Config:
     """Points an mmpretrain ImageNet config at a generated shapes set
-    (32 px images: no resizing), single-process loading."""
+    (32 px images, resized to ``scale`` px when given), single-process
+    loading."""
     classes = [c[0] for c in CLASSES[:6]]
-    train = [dict(type='LoadImageFromFile'),
+    resize = [dict(type='Resize', scale=(scale, scale))] if scale else []
+    train = [dict(type='LoadImageFromFile'), *resize,
              dict(type='RandomFlip', prob=0.5, direction='horizontal'),
              dict(type='PackInputs')]
-    test = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
+    test = [dict(type='LoadImageFromFile'), *resize, dict(type='PackInputs')]
     for split, pipeline in (('train', train), ('val', test), ('test', test)):
         loader = cfg[f'{split}_dataloader']
         loader.update(batch_size=batch_size, num_workers=0,

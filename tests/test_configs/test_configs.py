@@ -68,8 +68,10 @@ def test_config_builds_and_trains_one_iteration(path, shapes_det_root,
     cfg = Config.fromfile(path)
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmpretrain':
+        # 64 px: a ResNet's last stage is 2x2 (at 32 px 1x1, where CWD's
+        # per-channel softmax is degenerate and refused)
         retarget_classification_data(cfg, shapes_cls_root, str(tmp_path),
-                                     batch_size=2)
+                                     batch_size=2, scale=64)
     else:
         retarget_detection_data(cfg, shapes_det_root, str(tmp_path),
                                 batch_size=2, img_scale=(64, 64))
