@@ -19,6 +19,7 @@ Example:
     python tools/demo.py [--runs scratch kd dot mokd-exact] [--work-dir W]
 """
 import argparse
+import json
 import os.path as osp
 import subprocess
 import sys
@@ -53,7 +54,6 @@ def coco_row(run_dir: str) -> dict:
 
 
 def minutes(run_dir: str) -> float:
-    import json
     with open(osp.join(run_dir, 'metrics.json')) as f:
         return json.load(f)['minutes']
 

@@ -11,5 +11,6 @@ __all__ = [
     'BaseDistiller', 'ClsDistiller', 'DetDistiller', 'DISTILL', 'TASK',
     'Tap', 'TapRecorder', 'attach_loss_groups', 'build_teacher',
     'get_loss_groups', 'get_loss_terms', 'head_activation',
-    'load_teacher_checkpoint', 'parse_grouped_losses', 'RecomputeCache', 'TargetCache'
+    'load_teacher_checkpoint', 'parse_grouped_losses', 'RecomputeCache',
+    'TargetCache'
 ]

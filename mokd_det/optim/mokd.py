@@ -300,12 +300,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         direction = coeffs.to(flat) @ flat
         if self.balance == 'shared':
             # one objective's parameters: its raw gradient
-            offset = 0
-            for p, both in zip(params, shared):
-                if not both:
-                    direction[offset:offset + p.numel()] = \
-                        flat[:, offset:offset + p.numel()].sum(0)
-                offset += p.numel()
+            alone = mask == 0
+            direction[alone] = flat[:, alone].sum(0)
             # disjoint supports: |shared part|^2 + |raw one-objective part|^2
             step2 = coeffs @ balanced.double() @ coeffs + (
                 raw_matrix - balanced).double().sum()
