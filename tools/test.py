@@ -12,14 +12,14 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mokd_det  # noqa: F401  registers components, safe checkpoint loading
-from mokd_det.utils.config import init_cpu_distributed
+from mokd_det.utils.config import (init_cpu_distributed,
+                                    shutdown_cpu_distributed)
 
 
 def parse_args():
@@ -73,7 +73,7 @@ def main():
             DumpResults(out_file_path=args.out))
     runner.test()
     if cpu_dist:
-        torch.distributed.destroy_process_group()
+        shutdown_cpu_distributed()
 
 
 if __name__ == '__main__':

@@ -15,7 +15,6 @@ import argparse
 import os
 import os.path as osp
 
-import torch
 from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -23,7 +22,8 @@ from mmengine.runner import Runner
 import mokd_det  # noqa: F401  registers components, safe checkpoint loading
 from mokd_det.datasets.checks import check_detection_data
 from mokd_det.utils import enable_amp, enable_auto_scale_lr
-from mokd_det.utils.config import init_cpu_distributed
+from mokd_det.utils.config import (init_cpu_distributed,
+                                    shutdown_cpu_distributed)
 
 
 def parse_args():
@@ -110,7 +110,7 @@ def main():
         else RUNNERS.build(cfg)
     runner.train()
     if cpu_dist:
-        torch.distributed.destroy_process_group()
+        shutdown_cpu_distributed()
 
 
 if __name__ == '__main__':
