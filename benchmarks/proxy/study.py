@@ -12,7 +12,8 @@ Layout of ``<work_dir>``::
 
 Pairing: within a seed every student run loads
 ``init/student_seedS_<arch>.pth`` (``init_cfg=dict(type='Pretrained')`` on
-the student), and its training
+the student; the preset's ``shared_init`` modules, the detection backbone,
+are seed 0's in every seed), and its training
 loader is mmengine's ``DefaultSampler`` order seeded with S, with each
 sample's augmentation drawn from (S, epoch, index)
 (``SeededAugmentationSampler``): scratch and every method see the same
@@ -125,21 +126,35 @@ class Study:
     def student_init(self, seed: int, model_cfg: dict) -> str:
         """``init/student_seedS_<arch>.pth``: the initialisation of the
         student ``model_cfg`` (no ``init_cfg`` of its own yet) under torch
-        seed S, written once per architecture."""
-        from mmengine.registry import MODELS
+        seed S, written once per architecture. The parameters under the
+        preset's ``shared_init`` prefixes (``('backbone',)``) are seed 0's
+        in every seed, as real detection students share their pretrained
+        backbone; the rest (neck, head) is seed S's."""
+        shared = tuple(self.preset.get('shared_init', ()))
         # named after the architecture: a changed preset gets new weights
-        arch = hashlib.sha256(repr(model_cfg).encode()).hexdigest()[:8]
+        arch = hashlib.sha256(repr((model_cfg, shared) if shared else
+                                   model_cfg).encode()).hexdigest()[:8]
         path = osp.join(self.init_dir, f'student_seed{seed}_{arch}.pth')
         if osp.isfile(path):
             return path
+        state = self._initialised(seed, model_cfg)
+        if shared and seed != 0:
+            base = self._initialised(0, model_cfg)
+            for key in state:
+                if key.split('.')[0] in shared:
+                    state[key] = base[key]
+        tmp = path + '.tmp-partial'
+        torch.save(dict(state_dict=state), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def _initialised(self, seed: int, model_cfg: dict) -> dict:
+        from mmengine.registry import MODELS
         torch.manual_seed(seed)
         with DefaultScope.overwrite_default_scope(self.family.scope):
             model = MODELS.build(copy.deepcopy(model_cfg))
             model.init_weights()
-        tmp = path + '.tmp-partial'
-        torch.save(dict(state_dict=model.state_dict()), tmp)
-        os.replace(tmp, path)
-        return path
+        return model.state_dict()
 
     def config(self, name: str, seed: int) -> str:
         """Writes run ``name``'s config for ``seed``; returns its path."""
