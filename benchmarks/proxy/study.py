@@ -173,7 +173,10 @@ class Study:
             cfg = compose(name, self._leaf)
             self.family.adapt_losses(cfg.model.distill_losses)
             cfg.model.student = self.student_model(seed)
-            cfg.model.teacher = dict(config=self.config_path('teacher', 0),
+            teacher = self.config_path('teacher', 0)
+            if not osp.isfile(teacher):  # a finished teacher's configs gone
+                self.config('teacher', 0)
+            cfg.model.teacher = dict(config=teacher,
                                      checkpoint=self.teacher_checkpoint())
             epochs = p['student_epochs']
             _merge(cfg.model, copy.deepcopy(p.get('distiller', {})))
