@@ -136,6 +136,40 @@ def test_proxy_run_options():
                                                weight_decay=0.05)
 
 
+def test_proxy_shared_init(tmp_path):
+    """``shared_init``: every seed's student starts from seed 0's backbone
+    and its own neck and head; without it, seeds differ everywhere."""
+    import sys
+    sys.path.insert(0, BENCH)
+    import torch
+    from proxy.families import FAMILIES
+    from proxy.presets import PRESETS
+    from proxy.study import Study
+
+    import mokd_det  # noqa: F401 (registries)
+
+    def inits(preset, work_dir):
+        study = Study(preset, FAMILIES['det'], str(work_dir))
+        return [torch.load(study.student_model(s).init_cfg.checkpoint)
+                ['state_dict'] for s in (0, 1)]
+
+    preset = dict(PRESETS['cpu-smoke'])
+    assert PRESETS['cpu']['shared_init'] == ('backbone', )
+    s0, s1 = inits(dict(preset, shared_init=('backbone', )),
+                   tmp_path / 'shared')
+    p0, p1 = inits(dict(preset, shared_init=()), tmp_path / 'own')
+    for key in s0:
+        if key.startswith('backbone.'):
+            assert torch.equal(s0[key], s1[key]), key
+        assert torch.equal(s0[key], p0[key]), key  # seed 0 is unchanged
+        if key.startswith(('neck.', 'bbox_head.')):
+            assert torch.equal(s1[key], p1[key]), key  # the seed's own
+    assert not torch.equal(p0['backbone.conv1.weight'],
+                           p1['backbone.conv1.weight'])
+    assert not torch.equal(s0['neck.fpn_convs.0.conv.weight'],
+                           s1['neck.fpn_convs.0.conv.weight'])
+
+
 def test_paired_interval_against_hand_computed_values():
     import sys
     sys.path.insert(0, BENCH)
