@@ -11,6 +11,11 @@ from mokd_det.optim import MoKDOptimWrapper, min_norm_weights
 from mokd_det.optim.mokd import two_objective_weights
 
 
+#: the rule as DTO-KD writes it (the wrapper's defaults rescale the step and
+#: floor the weights: chosen on the proxy)
+LITERAL = dict(step_scale='none', min_weight=0.)
+
+
 def grouped(**groups):
     total, _ = parse_grouped_losses(
         {f'{g}.loss': v for g, v in groups.items()})
@@ -67,7 +72,7 @@ def exact_step(scale_task=1.0, scale_distill=1.0):
     theta = nn.Parameter(torch.tensor([1., -2., 0.5], dtype=torch.float64))
     a = torch.tensor([0., 1., 2.], dtype=torch.float64)
     b = torch.tensor([3., -1., 0.], dtype=torch.float64)
-    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), **LITERAL)
     before = theta.detach().clone()
     wrapper.update_params(grouped(
         task=scale_task * (theta - a).pow(2).sum(),
@@ -97,7 +102,7 @@ def test_exact_step_is_invariant_to_rescaling_either_loss():
 
 def test_non_positive_loss_is_an_error():
     theta = nn.Parameter(torch.ones(2))
-    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), **LITERAL)
     with pytest.raises(ValueError, match="'distill' is -1"):
         wrapper.update_params(grouped(task=theta.sum() ** 2,
                                       distill=-theta.sum() / 2))
@@ -109,7 +114,7 @@ def test_amortized_logit_update_by_hand():
     step moves each logit by lr against the gradient's sign."""
     theta = nn.Parameter(torch.ones(2))
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
-                               mode='amortized')
+                               mode='amortized', **LITERAL)
     wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
     assert wrapper.pending_losses().tolist() == [4., 2.]
     # the objective was 0.5 log L_task + 0.5 log L_distill
@@ -131,7 +136,7 @@ def test_weight_optimizer_decay_by_hand(weight_optimizer):
     theta = nn.Parameter(torch.ones(2))
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
                                mode='amortized',
-                               weight_optimizer=weight_optimizer)
+                               weight_optimizer=weight_optimizer, **LITERAL)
     with torch.no_grad():
         wrapper.logits.copy_(torch.tensor([1., -1.]))
     wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
@@ -149,13 +154,13 @@ def test_weight_optimizer_decay_by_hand(weight_optimizer):
     torch.testing.assert_close(wrapper.logits.detach(), expected)
     with pytest.raises(ValueError, match="'adam' .FAMO's code."):
         MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
-                         weight_optimizer='sgd')
+                         weight_optimizer='sgd', **LITERAL)
 
 
 def test_amortized_without_recomputation_is_an_error():
     theta = nn.Parameter(torch.ones(2))
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
-                               mode='amortized')
+                               mode='amortized', **LITERAL)
     wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
     with pytest.raises(RuntimeError, match='MoKDAmortizedHook'):
         wrapper.update_params(grouped(task=2 * theta.sum(),
@@ -164,7 +169,7 @@ def test_amortized_without_recomputation_is_an_error():
 
 def test_model_without_groups_fails_with_a_clear_message():
     theta = nn.Parameter(torch.ones(2))
-    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), **LITERAL)
     with pytest.raises(TypeError, match='did not group its losses'):
         wrapper.update_params(theta.sum())
     with pytest.raises(KeyError, match=r"\['distill'\] missing"):
@@ -183,7 +188,7 @@ def test_gram_over_shared_or_all_parameters(gram_params):
     a, b = torch.tensor([0., 1.], **f64), torch.tensor([3., -1.], **f64)
     wrapper = MoKDOptimWrapper(
         torch.optim.SGD([trunk, head_t, head_d], lr=0.1),
-        gram_params=gram_params)
+        gram_params=gram_params, **LITERAL)
     task = (trunk - a).pow(2).sum() + 25 * head_t.pow(2).sum()
     distill = (trunk - b).pow(2).sum() + (head_d - 2).pow(2).sum()
     l_t, l_d = float(task), float(distill)
@@ -220,7 +225,7 @@ def test_float64_model_keeps_float64_loss_values():
     d2 = (d + 1e-3 * e) * (d.norm() / (d + 1e-3 * e).norm()) * (1 + 1e-7)
     b = theta0 - d2
     theta = nn.Parameter(theta0.clone())
-    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), **LITERAL)
     wrapper.update_params(grouped(task=(theta - a).pow(2).sum() / 3,
                                   distill=(theta - b).pow(2).sum() * 1.7))
     g_t = 2 * (theta0 - a) / (theta0 - a).pow(2).sum()
@@ -244,7 +249,7 @@ def test_exact_step_scale_by_hand(step_scale):
     b = torch.tensor([3., -1., 0.], dtype=torch.float64)
     theta = nn.Parameter(theta0.clone())
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
-                               step_scale=step_scale)
+                               step_scale=step_scale, min_weight=0.)
     wrapper.update_params(grouped(task=(theta - a).pow(2).sum(),
                                   distill=5 * (theta - b).pow(2).sum()))
     l_t, l_d = (theta0 - a).pow(2).sum(), 5 * (theta0 - b).pow(2).sum()
@@ -274,7 +279,8 @@ def test_amortized_step_scale_by_hand(step_scale, expected):
     times K ('K')."""
     theta = nn.Parameter(torch.ones(2, dtype=torch.float64))
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
-                               mode='amortized', step_scale=step_scale)
+                               mode='amortized', step_scale=step_scale,
+                               min_weight=0.)
     wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
     torch.testing.assert_close(
         theta.detach(), torch.full((2, ), 1 - 0.1 * expected,
@@ -304,7 +310,7 @@ def test_min_weight_keeps_the_task_in_the_step():
     theta0 = torch.tensor([1., 2.], dtype=torch.float64)
     theta = nn.Parameter(theta0.clone())
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
-                               min_weight=0.001)
+                               min_weight=0.001, step_scale='none')
     # log-gradients: task (theta.sum()) 1/3 of... both along (1, 1)
     wrapper.update_params(grouped(task=theta.sum(),
                                   distill=theta.sum() ** 2))
@@ -318,6 +324,25 @@ def test_min_weight_keeps_the_task_in_the_step():
                                theta0 - 0.1 * (0.999 * g_t + 0.001 * g_d))
 
 
+def test_defaults_floor_the_weights_and_rescale_to_k():
+    """The shipped defaults (step_scale='K', min_weight=0.1) on the example
+    above: pi = (1, 0) floored to (0.9, 0.1); the raw-gradient weights
+    pi_k / L_k rescaled to sum to K = 2."""
+    theta0 = torch.tensor([1., 2.], dtype=torch.float64)
+    theta = nn.Parameter(theta0.clone())
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
+    assert (wrapper.step_scale, wrapper.min_weight) == ('K', 0.1)
+    wrapper.update_params(grouped(task=theta.sum(),
+                                  distill=theta.sum() ** 2))
+    raw_t = torch.ones(2, dtype=torch.float64)        # grad of theta.sum()
+    raw_d = 6 * torch.ones(2, dtype=torch.float64)    # grad of its square
+    w_t, w_d = 0.9 / 3., 0.1 / 9.
+    k = 2 / (w_t + w_d)
+    assert wrapper.weights.tolist() == pytest.approx([0.9, 0.1])
+    torch.testing.assert_close(
+        theta.detach(), theta0 - 0.1 * k * (w_t * raw_t + w_d * raw_d))
+
+
 def test_balance_shared_gives_one_objective_parameters_their_raw_grad():
     """LibMTL's rule: the trunk (both gradients) takes the weighted
     combination with weights from the trunk's Gram matrix; each head
@@ -327,7 +352,8 @@ def test_balance_shared_gives_one_objective_parameters_their_raw_grad():
     trunk, head_t, head_d = (nn.Parameter(v.clone()) for v in (t0, ht0, hd0))
     a, b = torch.tensor([0., 1.], **f64), torch.tensor([3., -1.], **f64)
     wrapper = MoKDOptimWrapper(
-        torch.optim.SGD([trunk, head_t, head_d], lr=0.1), balance='shared')
+        torch.optim.SGD([trunk, head_t, head_d], lr=0.1), balance='shared',
+        **LITERAL)
     task = (trunk - a).pow(2).sum() + 25 * head_t.pow(2).sum()
     distill = (trunk - b).pow(2).sum() + (head_d - 2).pow(2).sum()
     l_t, l_d = float(task), float(distill)
@@ -340,7 +366,7 @@ def test_balance_shared_gives_one_objective_parameters_their_raw_grad():
     torch.testing.assert_close(head_d.detach(), hd0 - 0.1 * 2 * (hd0 - 2))
     with pytest.raises(ValueError, match="only mode='exact'"):
         MoKDOptimWrapper(torch.optim.SGD([trunk], lr=0.1), mode='amortized',
-                         balance='shared')
+                         balance='shared', **LITERAL)
 
 
 def test_per_term_groups_balance_three_objectives():
@@ -352,7 +378,8 @@ def test_per_term_groups_balance_three_objectives():
                for v in ([0., 1., 2.], [3., -1., 0.], [-1., -3., -1.])]
     theta = nn.Parameter(theta0.clone())
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
-                               groups=('task', 'distill.a', 'distill.b'))
+                               groups=('task', 'distill.a', 'distill.b'),
+                               **LITERAL)
     losses = [(theta - t).pow(2).sum() for t in targets]
     total, _ = parse_grouped_losses({'task.loss': losses[0],
                                      'distill.a': losses[1],
@@ -365,7 +392,7 @@ def test_per_term_groups_balance_three_objectives():
     torch.testing.assert_close(theta.detach(), theta0 - 0.1 * (pi @ g),
                                rtol=1e-10, atol=1e-12)
     with pytest.raises(KeyError, match=r"distill\.c.*distill\.a"):
-        MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+        MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), **LITERAL,
                          groups=('task', 'distill.c')).update_params(
             parse_grouped_losses({'task.loss': theta.sum() ** 2,
                                   'distill.a': theta.pow(2).sum()})[0])
