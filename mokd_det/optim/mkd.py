@@ -38,6 +38,13 @@ own formulation** and does not claim to reproduce the paper:
   gradient or the meta-gradient) is skipped and counted
   (``train/kd/skipped_meta_updates``): the temperatures stay as they were.
 
+Measured (the paired CPU detection proxy, ``benchmarks/RESULTS.md``, issue
+12): MKD ends below KD (-1.2 [-3.3, +0.9], 3 seeds) because the learnt
+temperatures drift apart the same way in every seed (teacher to about 2.25,
+student to about 1.8, from 2.0); with ``meta_lr=0`` the run equals KD to the
+digit, so the meta step itself perturbs nothing. One tied temperature
+(``MetaTemperature(tied=True)``) is level with KD (2 seeds), not above it.
+
 Logs ``train/kd/tau_teacher_<term>`` and ``train/kd/tau_student_<term>``
 (means for per-class temperatures) every iteration.
 """
