@@ -1,8 +1,8 @@
 """Presets of the proxy study. Each names its family (``det``, ``cls``),
 the generated set, the teacher and student widths (and ``shared_init``,
-the student modules whose initialisation every seed shares), the schedule (linear
-warm-up, cosine decay; :func:`proxy.study.schedule`), the seeds, how many
-runs go in parallel (``jobs``, each on ``threads`` threads) and the
+the student modules whose initialisation every seed shares), the schedule
+(linear warm-up, cosine decay; :func:`proxy.study.schedule`), the seeds,
+how many runs go in parallel (``jobs``, each on ``threads`` threads) and the
 teacher's required lead over the scratch student (``min_gap``, in the
 reported unit). The calibration of the CPU presets, step by step, is in
 ``benchmarks/RESULTS.md``.
@@ -42,7 +42,7 @@ DET_CPU = dict(
     # (as detection students share their pretrained backbone); the seed
     # draws the neck and head, the data order and the flips. Per-seed
     # backbones: scratch seed std 1.20 over 5 seeds, of which the backbone
-    # carried most (benchmarks/RESULTS.md, calibration step 5)
+    # carried most (benchmarks/RESULTS.md, calibration steps 7-8)
     shared_init=('backbone', ),
     teacher_epochs=20, student_epochs=8,
     optimizer=_SGD, clip_grad=dict(max_norm=35, norm_type=2),

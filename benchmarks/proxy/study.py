@@ -139,7 +139,7 @@ class Study:
             return path
         state = self._initialised(seed, model_cfg)
         if shared and seed != 0:
-            base = self._initialised(0, model_cfg)
+            base = torch.load(self.student_init(0, model_cfg))['state_dict']
             for key in state:
                 if key.split('.')[0] in shared:
                     state[key] = base[key]

@@ -95,11 +95,13 @@ There the two-objective min-norm point is the distillation log-gradient
 alone from the first epoch on (its log-gradient is about 4x shorter than
 the task's and their cosine exceeds that ratio), so the literal rule
 (``step_scale='none', min_weight=0``) trains on the distillation loss only,
-with a step about 5x shorter than KD's: 10.1 mAP against KD's 31.8.
+with a step about 5x shorter than KD's: 10.1 mAP against KD's 31.5
+(3 seeds).
 Rescaled to K without a floor it still drops the task from the shared
 parameters (28.9 with ``balance='shared'``; amortized 26.5). With the floor
 the task keeps pi = 0.1 (raw-gradient weights about 0.5 task, 1.5
-distill): level with KD (32.3 / 32.2 against 32.6 / 31.4, seeds 0-1).
+distill): level with KD, not above it (exact -0.2 [-2.6, +2.2], amortized
+-0.7 [-1.8, +0.4], paired over 3 seeds).
 The floor, not the min-norm rule, sets the trade-off on that proxy.
 
 Logs: ``train/kd/pi_<group>`` each update, and in exact mode the gradient
