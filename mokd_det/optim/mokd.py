@@ -71,7 +71,11 @@ source:
   amortized mode FAMO's normaliser c, ``famo.py`` L28-34). ``'K'``: the
   raw-gradient weights sum to K, the summed loss's scale (Nash-MTL's MGDA,
   ``weight_methods.py`` L396-397, ``sol * n_tasks``; CAGrad's ``mgd``
-  multiplies by 2 "to match the sum loss").
+  multiplies by 2 "to match the sum loss"). ``'kd'`` (exact mode): the
+  step as long as the summed raw gradients, vanilla KD's step at the same
+  learning rate, so that MoKD changes the direction only (what an Adam
+  student's per-step normalisation does roughly; DB-MTL, LibMTL
+  ``DB_MTL.py`` L28-35, rescales task gradients by norms likewise).
 * ``min_weight``: a floor on every weight, the rest rescaled (MGDA's code
   clamps two-task weights to [0.001, 0.999], isl-org/MultiObjective
   Optimization ``min_norm_solvers.py`` L17-26).
@@ -147,7 +151,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             ``'adam'`` (FAMO's code: Adam with L2 decay). Defaults to
             ``'adamw'``.
         step_scale: ``'none'`` (the paper), ``'c'`` (raw-gradient weights
-            summing to 1, FAMO) or ``'K'`` (summing to K, Nash-MTL).
+            summing to 1, FAMO), ``'K'`` (summing to K, Nash-MTL) or
+            ``'kd'`` (exact mode: the step as long as vanilla KD's).
             Defaults to ``'K'`` (chosen on the proxy; see the module
             docstring).
         min_weight: Floor on each weight (MGDA: 0.001). Defaults to 0.1
@@ -195,9 +200,14 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         if weight_optimizer not in optimizers:
             raise ValueError("weight_optimizer must be 'adamw' (DTO-KD) or "
                              f"'adam' (FAMO's code), got {weight_optimizer!r}")
-        if step_scale not in ('none', 'c', 'K'):
-            raise ValueError(f"step_scale must be 'none', 'c' or 'K', got "
-                             f'{step_scale!r}')
+        if step_scale not in ('none', 'c', 'K', 'kd'):
+            raise ValueError(f"step_scale must be 'none', 'c', 'K' or 'kd', "
+                             f'got {step_scale!r}')
+        if step_scale == 'kd' and mode == 'amortized':
+            raise ValueError(
+                "step_scale='kd' needs the length of the summed raw "
+                "gradients, which only mode='exact' computes; use 'K' or "
+                "'c' in amortized mode")
         if balance not in ('all', 'shared'):
             raise ValueError(f"balance must be 'all' or 'shared', got "
                              f'{balance!r}')
@@ -262,7 +272,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
     def _step_factor(self, raw_weights: Tensor) -> Tensor:
         """The step scale's factor for weights ``raw_weights`` on the raw
         gradients (pi_k / L_k): 1, 1 / sum or K / sum."""
-        if self.step_scale == 'none':
+        if self.step_scale in ('none', 'kd'):  # 'kd': set in the combination
             return raw_weights.new_ones(())
         factor = 1. if self.step_scale == 'c' else float(len(self.groups))
         return factor / raw_weights.sum()
@@ -325,9 +335,14 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 raw_matrix - balanced).double().sum()
         else:
             step2 = coeffs @ raw_matrix.double() @ coeffs
-        unflatten_into_grads(direction, params, present)
-        # |applied| / |sum of raw gradients| (vanilla KD's step at this lr)
+        # |sum of raw gradients|^2: vanilla KD's step at this lr
         kd2 = raw_matrix.double().sum()
+        if self.step_scale == 'kd' and bool(step2 > 0):
+            stretch = (kd2.clamp_min(0) / step2).sqrt()
+            direction *= float(stretch)
+            coeffs = coeffs * stretch
+            step2 = step2 * stretch**2
+        unflatten_into_grads(direction, params, present)
         self.log_scalar('kd/step_ratio',
                         (step2.clamp_min(0) / kd2.clamp_min(1e-300)).sqrt())
         self._log_weights(coeffs)

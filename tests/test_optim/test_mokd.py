@@ -239,11 +239,13 @@ def test_float64_model_keeps_float64_loss_values():
     assert float(wrapper.weights[0]) == pytest.approx(float(pi_t), abs=1e-7)
 
 
-@pytest.mark.parametrize('step_scale', ['none', 'c', 'K'])
+@pytest.mark.parametrize('step_scale', ['none', 'c', 'K', 'kd'])
 def test_exact_step_scale_by_hand(step_scale):
     """'none': sum_k pi_k grad L_k / L_k; 'c': the raw weights pi_k / L_k
     divided by their sum (FAMO's LOG_MGDA); 'K': times K / sum (Nash-MTL's
-    MGDA). The logged step ratio is |applied| / |g_task + g_distill|."""
+    MGDA); 'kd': stretched to the length of g_task + g_distill (vanilla
+    KD's step). The logged step ratio is |applied| / |g_task + g_distill|.
+    """
     theta0 = torch.tensor([1., -2., 0.5], dtype=torch.float64)
     a = torch.tensor([0., 1., 2.], dtype=torch.float64)
     b = torch.tensor([3., -1., 0.], dtype=torch.float64)
@@ -257,7 +259,8 @@ def test_exact_step_scale_by_hand(step_scale):
     g_t, g_d = raw_t / l_t, raw_d / l_d
     pi_t, pi_d = two_objective_weights(g_t @ g_t, g_d @ g_d, g_t @ g_d)
     w_t, w_d = pi_t / l_t, pi_d / l_d
-    factor = {'none': 1., 'c': 1 / (w_t + w_d), 'K': 2 / (w_t + w_d)}
+    factor = {'none': 1., 'c': 1 / (w_t + w_d), 'K': 2 / (w_t + w_d),
+              'kd': (raw_t + raw_d).norm() / (w_t * raw_t + w_d * raw_d).norm()}
     applied = factor[step_scale] * (w_t * raw_t + w_d * raw_d)
     torch.testing.assert_close(theta.detach(), theta0 - 0.1 * applied,
                                rtol=1e-12, atol=1e-14)
@@ -267,6 +270,15 @@ def test_exact_step_scale_by_hand(step_scale):
     raw_logged = wrapper.message_hub.get_scalar(
         'train/kd/raw_weight_task').current()
     assert raw_logged == pytest.approx(float(factor[step_scale] * w_t))
+    if step_scale == 'kd':
+        assert ratio == pytest.approx(1., rel=1e-12)
+
+
+def test_step_scale_kd_is_refused_in_amortized_mode():
+    with pytest.raises(ValueError, match="only mode='exact'"):
+        MoKDOptimWrapper(torch.optim.SGD([nn.Parameter(torch.ones(1))],
+                                         lr=0.1), mode='amortized',
+                         step_scale='kd')
 
 
 @pytest.mark.parametrize('step_scale,expected', [
