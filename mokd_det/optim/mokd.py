@@ -71,11 +71,16 @@ source:
   amortized mode FAMO's normaliser c, ``famo.py`` L28-34). ``'K'``: the
   raw-gradient weights sum to K, the summed loss's scale (Nash-MTL's MGDA,
   ``weight_methods.py`` L396-397, ``sol * n_tasks``; CAGrad's ``mgd``
-  multiplies by 2 "to match the sum loss"). ``'kd'`` (exact mode): the
-  step as long as the summed raw gradients, vanilla KD's step at the same
-  learning rate, so that MoKD changes the direction only (what an Adam
-  student's per-step normalisation does roughly; DB-MTL, LibMTL
-  ``DB_MTL.py`` L28-35, rescales task gradients by norms likewise).
+  multiplies by 2 "to match the sum loss"). ``'kd'``: the step as long
+  as the summed raw gradients, vanilla KD's step at the same learning
+  rate, so that MoKD changes the direction only (what an Adam student's
+  per-step normalisation does roughly; DB-MTL, LibMTL ``DB_MTL.py``
+  L28-35, rescales task gradients by norms likewise). Exact mode measures
+  both lengths at every step; amortized mode, which differentiates one
+  weighted loss, measures them every ``stretch_interval`` updates (one
+  gradient per group on that update, as exact mode does) and scales the
+  updates in between by the running mean (momentum 0.8) of the measured
+  stretch |sum_k grad L_k| / |sum_k z_k grad L_k / L_k|.
 * ``min_weight``: a floor on every weight, the rest rescaled (MGDA's code
   clamps two-task weights to [0.001, 0.999], isl-org/MultiObjective
   Optimization ``min_norm_solvers.py`` L17-26).
@@ -152,7 +157,10 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             ``'adamw'``.
         step_scale: ``'none'`` (the paper), ``'c'`` (raw-gradient weights
             summing to 1, FAMO), ``'K'`` (summing to K, Nash-MTL) or
-            ``'kd'`` (exact mode: the step as long as vanilla KD's).
+            ``'kd'`` (the step as long as vanilla KD's).
+        stretch_interval: Amortized mode with ``step_scale='kd'``: updates
+            between two measurements of vanilla KD's step length. Defaults
+            to 10.
             Defaults to ``'K'`` (chosen on the proxy; see the module
             docstring).
         min_weight: Floor on each weight (MGDA: 0.001). Defaults to 0.1
@@ -183,6 +191,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                  step_scale: str = 'K',
                  min_weight: float = 0.1,
                  balance: str = 'all',
+                 stretch_interval: int = 10,
                  **kwargs):
         super().__init__(optimizer, groups=groups, **kwargs)
         if mode not in ('exact', 'amortized'):
@@ -203,11 +212,9 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         if step_scale not in ('none', 'c', 'K', 'kd'):
             raise ValueError(f"step_scale must be 'none', 'c', 'K' or 'kd', "
                              f'got {step_scale!r}')
-        if step_scale == 'kd' and mode == 'amortized':
-            raise ValueError(
-                "step_scale='kd' needs the length of the summed raw "
-                "gradients, which only mode='exact' computes; use 'K' or "
-                "'c' in amortized mode")
+        if not (isinstance(stretch_interval, int) and stretch_interval >= 1):
+            raise ValueError('stretch_interval must be an int >= 1, got '
+                             f'{stretch_interval!r}')
         if balance not in ('all', 'shared'):
             raise ValueError(f"balance must be 'all' or 'shared', got "
                              f'{balance!r}')
@@ -226,6 +233,11 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         self.step_scale = step_scale
         self.min_weight = min_weight
         self.balance = balance
+        self.stretch_interval = stretch_interval
+        # amortized step_scale='kd': the running stretch and the updates
+        # since it was measured (a measurement at the first update)
+        self.stretch: Optional[float] = None
+        self._since_stretch = 0
         self.logits = torch.zeros(len(self.groups), requires_grad=True)
         self.logit_optimizer = optimizers[weight_optimizer](
             [self.logits], lr=weight_lr, weight_decay=weight_decay)
@@ -247,7 +259,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         self._check_positive(groups)
         self._last_values = torch.stack(
             [loss_value(groups[g]) for g in self.groups])
-        if self.mode == 'exact':
+        if self.mode == 'exact' or self._measure_stretch():
             return OrderedDict((g, groups[g]) for g in self.groups)
         if self._pending is not None:
             raise RuntimeError(
@@ -267,7 +279,18 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             norm /= torch_dist.get_world_size()
         norm = (norm + self.eps).to(losses.dtype)
         objective = (z * losses / norm).sum()
-        return {'weighted': objective * self._step_factor(z / norm)}
+        factor = self._step_factor(z / norm)
+        if self.step_scale == 'kd':
+            factor = factor * self.stretch
+        return {'weighted': objective * factor}
+
+    def _measure_stretch(self) -> bool:
+        """Amortized ``step_scale='kd'``: whether this update measures the
+        stretch (every group's gradient instead of the weighted one). The
+        same on every rank and for every micro-batch of one update."""
+        return self.mode == 'amortized' and self.step_scale == 'kd' and (
+            self.stretch is None
+            or self._since_stretch >= self.stretch_interval - 1)
 
     def _step_factor(self, raw_weights: Tensor) -> Tensor:
         """The step scale's factor for weights ``raw_weights`` on the raw
@@ -283,13 +306,17 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         params = self.params()
         scale = torch.stack([values[g] for g in self.groups]).cpu().double()
         if self.mode == 'amortized':
-            for p, g in zip(params, grads['weighted']):
-                p.grad = g
             # compared with the recomputation on the same (last) batch
             self._pending = self._last_values
             self.weights = floor_weights(F.softmax(self.logits.detach(), -1),
                                          self.min_weight)
-            self._log_weights()
+            if 'weighted' in grads:
+                self._since_stretch += 1
+                for p, g in zip(params, grads['weighted']):
+                    p.grad = g
+                self._log_weights()
+                return
+            self._apply_measured_stretch(grads, scale, params)
             return
         raw = [grads[g] for g in self.groups]
         # (K, N): the Gram matrix and the combination are single BLAS calls
@@ -347,6 +374,36 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                         (step2.clamp_min(0) / kd2.clamp_min(1e-300)).sqrt())
         self._log_weights(coeffs)
 
+    def _apply_measured_stretch(self, grads: Dict[str, Grads],
+                                scale: Tensor, params) -> None:
+        """Amortized ``step_scale='kd'``, a measuring update: the weighted
+        combination of the groups' raw gradients (raw weights z_k / L_k),
+        its stretch to vanilla KD's step length folded into the running
+        stretch, and the step scaled by the running stretch."""
+        raw = [grads[g] for g in self.groups]
+        flat = flatten(raw, params)
+        present = [any(r[i] is not None for r in raw)
+                   for i in range(len(params))]
+        grads.clear()
+        del raw
+        gram = gram_matrix(flat).double()
+        if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
+            t, d = self.groups.index(TASK), self.groups.index(DISTILL)
+            self.log_gradient_dynamics(gram[t, t], gram[d, d], gram[t, d])
+        coeffs = self.weights.double() / scale
+        step2 = coeffs @ gram @ coeffs
+        kd2 = gram.sum().clamp_min(0)
+        measured = float((kd2 / step2).sqrt()) if bool(step2 > 0) else 1.
+        self.stretch = measured if self.stretch is None else \
+            0.8 * self.stretch + 0.2 * measured
+        self._since_stretch = 0
+        self.log_scalar('kd/stretch', self.stretch)
+        coeffs = coeffs * self.stretch
+        self.log_scalar('kd/step_ratio', (coeffs @ gram @ coeffs).clamp_min(
+            0).sqrt() / kd2.sqrt().clamp_min(1e-300))
+        unflatten_into_grads(coeffs.to(flat) @ flat, params, present)
+        self._log_weights(coeffs)
+
     def _log_weights(self, raw_weights: Optional[Tensor] = None) -> None:
         for k, (g, w) in enumerate(zip(self.groups, self.weights)):
             self.log_scalar(f'kd/pi_{g}', w)
@@ -394,7 +451,9 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         return dict(logits=self.logits.detach().clone(),
                     logit_optimizer=self.logit_optimizer.state_dict(),
                     weights=self.weights.clone(),
-                    pending=self._pending)
+                    pending=self._pending,
+                    stretch=self.stretch,
+                    since_stretch=self._since_stretch)
 
     def load_method_state_dict(self, state: dict) -> None:
         if not state:
@@ -404,3 +463,5 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         self.logit_optimizer.load_state_dict(state['logit_optimizer'])
         self.weights = state['weights']
         self._pending = state.get('pending')
+        self.stretch = state.get('stretch')
+        self._since_stretch = state.get('since_stretch', 0)

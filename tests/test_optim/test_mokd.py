@@ -274,11 +274,43 @@ def test_exact_step_scale_by_hand(step_scale):
         assert ratio == pytest.approx(1., rel=1e-12)
 
 
-def test_step_scale_kd_is_refused_in_amortized_mode():
-    with pytest.raises(ValueError, match="only mode='exact'"):
+@pytest.mark.parametrize('interval', [1, 10])
+def test_amortized_step_scale_kd_by_hand(interval):
+    """Amortized step_scale='kd': the first update measures both group
+    gradients and stretches sum_k z_k grad L_k / L_k to |sum_k grad L_k|;
+    later updates take one weighted gradient times the running stretch,
+    which a measuring update (every ``interval``) moves by 0.2 of the way
+    to its new measurement."""
+    f64 = dict(dtype=torch.float64)
+    theta = nn.Parameter(torch.ones(2, **f64))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               mode='amortized', step_scale='kd',
+                               min_weight=0., stretch_interval=interval)
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    # z = (.5, .5), L = (4, 2), raw gradients (2, 2) and (1, 1): the
+    # combination .5 * 2 / 4 + .5 * 1 / 2 = .5 per coordinate, KD's 3
+    assert wrapper.stretch == pytest.approx(6.)
+    torch.testing.assert_close(theta.detach(), torch.full((2, ), 0.7, **f64))
+    wrapper.update_weights(torch.tensor([4., 2.]), torch.tensor([3., 1.4]))
+    z_t, z_d = (float(w) for w in wrapper.weights)
+    assert z_t != pytest.approx(0.5)  # the FAMO update moved them
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    combined = z_t * 2 / 2.8 + z_d * 1 / 1.4
+    stretch = 6. if interval == 10 else 0.8 * 6. + 0.2 * 3. / combined
+    assert wrapper.stretch == pytest.approx(stretch)
+    torch.testing.assert_close(
+        theta.detach(), torch.full((2, ), 0.7 - 0.1 * stretch * combined,
+                                   **f64))
+    state = wrapper.method_state_dict()
+    assert (state['stretch'], state['since_stretch']) == (
+        pytest.approx(stretch), 1 if interval == 10 else 0)
+
+
+def test_stretch_interval_is_checked():
+    with pytest.raises(ValueError, match='stretch_interval'):
         MoKDOptimWrapper(torch.optim.SGD([nn.Parameter(torch.ones(1))],
                                          lr=0.1), mode='amortized',
-                         step_scale='kd')
+                         step_scale='kd', stretch_interval=0)
 
 
 @pytest.mark.parametrize('step_scale,expected', [
