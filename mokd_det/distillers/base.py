@@ -221,14 +221,19 @@ class BaseDistiller(BaseModel):
 
     def _resolve_logit_loss(self, term: DistillTerm, loss: nn.Module) -> None:
         """Fills ``activation='auto'`` and dense ``channels`` of logit losses
-        from the tapped student head."""
-        if getattr(loss, 'activation', None) != 'auto':
-            return
+        from the tapped student head, and ``inputs='auto'`` (logits or
+        probabilities) of each side from its own tapped head."""
         head = find_module(self.student, term.student.path, 'student')
-        activation, channels = head_activation(head)
-        loss.activation = activation
-        if getattr(loss, 'channels', 'absent') is None:
-            loss.channels = channels
+        if getattr(loss, 'activation', None) == 'auto':
+            activation, channels = head_activation(head)
+            loss.activation = activation
+            if getattr(loss, 'channels', 'absent') is None:
+                loss.channels = channels
+        for role, model, tap in (('student', self.student, term.student),
+                                 ('teacher', self.teacher, term.teacher)):
+            if getattr(loss, f'{role}_inputs', None) == 'auto':
+                setattr(loss, f'{role}_inputs', head_inputs(
+                    find_module(model, tap.path, role)))
 
     def _check_num_classes(self) -> None:
         s, t = self.num_classes(self.student), self.num_classes(self.teacher)
@@ -393,11 +398,40 @@ class BaseDistiller(BaseModel):
         return self.student.state_dict()
 
 
+#: Heads (class name, subclasses included) whose ``forward`` returns class
+#: probabilities rather than logits, with the activation that made them:
+#: mmdet's ``TOODHead`` (``sigmoid_geometric_mean`` of the classification
+#: and task-alignment logits) and ``CenterNetHead`` (sigmoid heatmaps).
+#: ``LogitKDLoss(inputs='auto')`` takes their outputs as ``'probs'``.
+PROBABILITY_HEADS: Dict[str, str] = {
+    'TOODHead': 'sigmoid',
+    'CenterNetHead': 'sigmoid',
+}
+
+
+def _probability_head(head: nn.Module) -> Optional[str]:
+    for cls in type(head).__mro__:
+        if cls.__name__ in PROBABILITY_HEADS:
+            return cls.__name__
+    return None
+
+
+def head_inputs(head: nn.Module) -> str:
+    """``'probs'`` when ``head``'s forward outputs probabilities (a class in
+    :data:`PROBABILITY_HEADS`), else ``'logits'``."""
+    return 'probs' if _probability_head(head) else 'logits'
+
+
 def head_activation(head: nn.Module) -> Tuple[str, Optional[int]]:
     """The activation (``'sigmoid'``/``'softmax'``) and classes per prior of
-    a classification head: mmdet dense heads (``use_sigmoid_cls``,
-    ``cls_out_channels``), mmdet RoI box heads (``loss_cls.use_sigmoid``),
-    mmpretrain heads (softmax; sigmoid for multi-label heads)."""
+    a classification head: the heads of :data:`PROBABILITY_HEADS`, mmdet
+    dense heads (``use_sigmoid_cls``, ``cls_out_channels``), mmdet RoI box
+    heads (``loss_cls.use_sigmoid``), mmpretrain heads (softmax; sigmoid
+    for multi-label heads)."""
+    name = _probability_head(head)
+    if name is not None:
+        return PROBABILITY_HEADS[name], getattr(
+            head, 'cls_out_channels', getattr(head, 'num_classes', None))
     if hasattr(head, 'use_sigmoid_cls'):
         return ('sigmoid' if head.use_sigmoid_cls else 'softmax',
                 head.cls_out_channels)
