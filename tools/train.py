@@ -21,7 +21,7 @@ from mmengine.runner import Runner
 
 import mokd_det  # noqa: F401  registers components, safe checkpoint loading
 from mokd_det.datasets.checks import check_detection_data
-from mokd_det.utils import enable_amp, enable_auto_scale_lr
+from mokd_det.utils import check_base_hooks, enable_amp, enable_auto_scale_lr
 from mokd_det.utils.config import (init_cpu_distributed,
                                     shutdown_cpu_distributed)
 
@@ -78,6 +78,9 @@ def main():
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    # hooks of the student's base config (RTMDet's EMAHook) that the
+    # distillation config's custom_hooks list replaced fail here
+    check_base_hooks(cfg)
 
     # work_dir: CLI > config > ./work_dirs/<config name>
     if args.work_dir is not None:

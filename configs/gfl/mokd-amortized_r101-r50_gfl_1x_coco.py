@@ -1,7 +1,4 @@
 # MoKD / DTO-KD, amortized (the paper's training rule, FAMO-style update).
 _base_ = ['../_base_/pairs/gfl_r101-r50_coco.py']
 optim_wrapper = dict(type='MoKDOptimWrapper', mode='amortized')
-custom_hooks = [
-    dict(type='ExportStudentHook'),
-    dict(type='MoKDAmortizedHook')
-]
+custom_hooks = [*_base_.custom_hooks, dict(type='MoKDAmortizedHook')]

@@ -10,4 +10,4 @@ model = dict(
                 init=2.0,
                 bounds=(1.0, 10.0)))))
 optim_wrapper = dict(type='MKDOptimWrapper', interval=20)
-custom_hooks = [dict(type='ExportStudentHook'), dict(type='MKDMetaHook')]
+custom_hooks = [*_base_.custom_hooks, dict(type='MKDMetaHook')]

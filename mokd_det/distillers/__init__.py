@@ -1,4 +1,5 @@
-from .base import BaseDistiller, head_activation
+from .base import (PROBABILITY_HEADS, BaseDistiller, head_activation,
+                   head_inputs)
 from .cls_distiller import ClsDistiller
 from .det_distiller import DetDistiller
 from .loss_groups import (DISTILL, TASK, attach_loss_groups, get_loss_groups,
@@ -10,7 +11,7 @@ from .teacher import build_teacher, load_teacher_checkpoint
 __all__ = [
     'BaseDistiller', 'ClsDistiller', 'DetDistiller', 'DISTILL', 'TASK',
     'Tap', 'TapRecorder', 'attach_loss_groups', 'build_teacher',
-    'get_loss_groups', 'get_loss_terms', 'head_activation',
-    'load_teacher_checkpoint', 'parse_grouped_losses', 'RecomputeCache',
-    'TargetCache'
+    'get_loss_groups', 'get_loss_terms', 'head_activation', 'head_inputs',
+    'load_teacher_checkpoint', 'parse_grouped_losses', 'PROBABILITY_HEADS',
+    'RecomputeCache', 'TargetCache'
 ]

@@ -36,13 +36,14 @@ alone (``tools/export_student.py``, ``ExportStudentHook``, or a plain mmdet
 checkpoint) loads into the distiller's student: ``load_from`` works with it.
 
 Everything is validated when the model is built: tap paths (closest module
-names on a miss), class counts of teacher and student, and the channels of
-feature terms (probed with a dummy forward), so configuration mistakes fail
-before the first iteration.
+names on a miss), class counts of teacher and student, and, with one dry
+forward of both on a dummy batch (:mod:`mokd_det.distillers.probe`), that
+every tapped module runs, output indices and the channels of feature terms,
+so configuration mistakes fail before the first iteration.
 """
 import copy
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import print_log
@@ -53,6 +54,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from .loss_groups import DISTILL, TASK, parse_grouped_losses
+from .probe import probe_taps
 from .recompute_cache import RecomputeCache
 from .taps import Tap, TapRecorder, find_module
 from .teacher import build_teacher
@@ -93,8 +95,10 @@ class BaseDistiller(BaseModel):
         data_preprocessor: Defaults to the student's; when given as a dict
             (a config's top-level ``data_preprocessor``, which the Runner
             passes to the model) the student gets it too.
-        probe_input_size: ``(H, W)`` of the dummy batch used to check tapped
-            feature channels at build time. Defaults to (128, 128).
+        probe_input_size: ``(H, W)`` of the dummy batch of the build-time
+            tap probe (:mod:`mokd_det.distillers.probe`: every tap's module
+            must run, necks read their channels from it); None skips the
+            probe. Defaults to (128, 128).
         init_cfg: Initialisation config. Defaults to None.
     """
     model_registry: Registry = MODELS
@@ -106,7 +110,7 @@ class BaseDistiller(BaseModel):
                  teacher: dict,
                  distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
-                 probe_input_size: Tuple[int, int] = (128, 128),
+                 probe_input_size: Optional[Tuple[int, int]] = (128, 128),
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is not None and \
                 not isinstance(data_preprocessor, nn.Module):
@@ -171,34 +175,27 @@ class BaseDistiller(BaseModel):
     def _is_feature_tap(self, tap: Tap) -> bool:
         return tap.path.split('.')[0] in self.feature_prefixes
 
-    @torch.no_grad()
-    def _probe_features(self, size: Tuple[int, int]) -> Dict[str, Tuple]:
-        """Shapes of the feature taps of student and teacher on a dummy
-        batch (eval mode, so no BN statistics change)."""
-        x = torch.randn(2, 3, *size)
-        shapes = {}
-        was_training = self.student.training
-        self.student.eval()
-        try:
-            for role, model, taps in (('student', self.student,
-                                       self.student_taps),
-                                      ('teacher', self.teacher,
-                                       self.teacher_taps)):
-                with taps.recording():
-                    model.extract_feat(x)
-                    for term in self.terms:
-                        tap = getattr(term, role)
-                        if self._is_feature_tap(tap):
-                            shapes[role, term.name] = _shapes(taps.get(tap))
-                taps.clear()
-        finally:
-            self.student.train(was_training)
-        return shapes
+    #: what the distiller runs of the teacher, for the probe's messages
+    teacher_forward_doc: str = (
+        "The distiller runs the teacher's extract_feat and its "
+        'run_teacher_heads().')
+
+    def probe_data_samples(self, inputs: Tensor) -> Optional[list]:
+        """The data samples of the build-time probe's dummy batch (the
+        student's ``mode='tensor'`` forward). Defaults to None."""
+        return None
+
+    def missing_extra_tap_message(self, tap: Tap) -> str:
+        """The probe's message when a tap of :meth:`extra_student_taps`
+        recorded nothing."""
+        return (f'the student ({type(self.student).__name__}) does not run '
+                f'{tap.path}, which {type(self).__name__} needs.')
 
     def _build_term_modules(self, loss_cfgs: Dict[str, dict],
-                            probe_input_size: Tuple[int, int]) -> None:
-        shapes = self._probe_features(probe_input_size) if any(
-            self._is_feature_tap(t.student) for t in self.terms) else {}
+                            probe_input_size: Optional[Tuple[int, int]]
+                            ) -> None:
+        shapes = probe_taps(self, probe_input_size) \
+            if probe_input_size is not None else {}
         for term in self.terms:
             cfg = dict(loss_cfgs[term.name])
             for key in _TERM_KEYS:
@@ -209,11 +206,13 @@ class BaseDistiller(BaseModel):
             if neck_cfg is not None:
                 neck_cfg = dict(neck_cfg)
                 if s_shapes and t_shapes:
+                    _check_one_width(term, neck_cfg, s_shapes, t_shapes)
                     neck_cfg.setdefault('student_channels', s_shapes[0][1])
                     neck_cfg.setdefault('teacher_channels', t_shapes[0][1])
                     neck_cfg.setdefault('num_levels', len(s_shapes))
                 self.distill_necks[term.name] = MODELS.build(neck_cfg)
-            elif s_shapes and t_shapes:
+            elif s_shapes and t_shapes and self._is_feature_tap(
+                    term.student) and self._is_feature_tap(term.teacher):
                 _check_same_channels(term, s_shapes, t_shapes)
             loss = MODELS.build(cfg)
             self._resolve_logit_loss(term, loss)
@@ -221,14 +220,19 @@ class BaseDistiller(BaseModel):
 
     def _resolve_logit_loss(self, term: DistillTerm, loss: nn.Module) -> None:
         """Fills ``activation='auto'`` and dense ``channels`` of logit losses
-        from the tapped student head."""
-        if getattr(loss, 'activation', None) != 'auto':
-            return
+        from the tapped student head, and ``inputs='auto'`` (logits or
+        probabilities) of each side from its own tapped head."""
         head = find_module(self.student, term.student.path, 'student')
-        activation, channels = head_activation(head)
-        loss.activation = activation
-        if getattr(loss, 'channels', 'absent') is None:
-            loss.channels = channels
+        if getattr(loss, 'activation', None) == 'auto':
+            activation, channels = head_activation(head)
+            loss.activation = activation
+            if getattr(loss, 'channels', 'absent') is None:
+                loss.channels = channels
+        for role, model, tap in (('student', self.student, term.student),
+                                 ('teacher', self.teacher, term.teacher)):
+            if getattr(loss, f'{role}_inputs', None) == 'auto':
+                setattr(loss, f'{role}_inputs', head_inputs(
+                    find_module(model, tap.path, role)))
 
     def _check_num_classes(self) -> None:
         s, t = self.num_classes(self.student), self.num_classes(self.teacher)
@@ -393,11 +397,40 @@ class BaseDistiller(BaseModel):
         return self.student.state_dict()
 
 
+#: Heads (class name, subclasses included) whose ``forward`` returns class
+#: probabilities rather than logits, with the activation that made them:
+#: mmdet's ``TOODHead`` (``sigmoid_geometric_mean`` of the classification
+#: and task-alignment logits) and ``CenterNetHead`` (sigmoid heatmaps).
+#: ``LogitKDLoss(inputs='auto')`` takes their outputs as ``'probs'``.
+PROBABILITY_HEADS: Dict[str, str] = {
+    'TOODHead': 'sigmoid',
+    'CenterNetHead': 'sigmoid',
+}
+
+
+def _probability_head(head: nn.Module) -> Optional[str]:
+    for cls in type(head).__mro__:
+        if cls.__name__ in PROBABILITY_HEADS:
+            return cls.__name__
+    return None
+
+
+def head_inputs(head: nn.Module) -> str:
+    """``'probs'`` when ``head``'s forward outputs probabilities (a class in
+    :data:`PROBABILITY_HEADS`), else ``'logits'``."""
+    return 'probs' if _probability_head(head) else 'logits'
+
+
 def head_activation(head: nn.Module) -> Tuple[str, Optional[int]]:
     """The activation (``'sigmoid'``/``'softmax'``) and classes per prior of
-    a classification head: mmdet dense heads (``use_sigmoid_cls``,
-    ``cls_out_channels``), mmdet RoI box heads (``loss_cls.use_sigmoid``),
-    mmpretrain heads (softmax; sigmoid for multi-label heads)."""
+    a classification head: the heads of :data:`PROBABILITY_HEADS`, mmdet
+    dense heads (``use_sigmoid_cls``, ``cls_out_channels``), mmdet RoI box
+    heads (``loss_cls.use_sigmoid``), mmpretrain heads (softmax; sigmoid
+    for multi-label heads)."""
+    name = _probability_head(head)
+    if name is not None:
+        return PROBABILITY_HEADS[name], getattr(
+            head, 'cls_out_channels', getattr(head, 'num_classes', None))
     if hasattr(head, 'use_sigmoid_cls'):
         return ('sigmoid' if head.use_sigmoid_cls else 'softmax',
                 head.cls_out_channels)
@@ -429,14 +462,25 @@ def _check_loss_weight(name: str, cfg: dict) -> None:
             'logged without effect.')
 
 
-def _shapes(value: Any) -> List[Tuple[int, ...]]:
-    if isinstance(value, Tensor):
-        return [tuple(value.shape)]
-    if isinstance(value, Sequence) and all(
-            isinstance(v, Tensor) for v in value):
-        return [tuple(v.shape) for v in value]
-    raise TypeError(f'a feature tap must give a tensor or a sequence of '
-                    f'tensors, got {type(value).__name__}')
+def _check_one_width(term: DistillTerm, neck_cfg: dict, s_shapes,
+                     t_shapes) -> None:
+    """A neck maps every level with one channel count per side: a tap whose
+    levels differ in channels (a Swin or ResNet ``backbone``) is refused."""
+    for role, shapes in (('student', s_shapes), ('teacher', t_shapes)):
+        channels = [s[1] for s in shapes]
+        if len(set(channels)) > 1:
+            tap = getattr(term, role)
+            last = len(channels) - 1
+            levels = ', '.join(f'level {i}: {c}'
+                               for i, c in enumerate(channels))
+            raise ValueError(
+                f'distill term {term.name!r}: {role} tap "{tap}" gives '
+                f'{len(channels)} levels with different channels '
+                f'({levels}), and {neck_cfg.get("type", "the neck")} maps '
+                'every level with one channel count. Tap features of one '
+                'width, e.g. "neck" (the FPN outputs), or one level, e.g. '
+                f'"{tap.path}:{last}" ({channels[last]} channels), on both '
+                'sides.')
 
 
 def _check_same_channels(term: DistillTerm, s_shapes, t_shapes) -> None:

@@ -44,6 +44,10 @@ class ClsDistiller(BaseDistiller):
         ...                                 temperature=1.0)))
     """
 
+    teacher_forward_doc = (
+        "ClsDistiller runs the teacher's extract_feat (backbone, neck) and, "
+        'when a teacher tap lies under head, head(feats).')
+
     def __init__(self, *args, **kwargs):
         self.model_registry = _mmpretrain_models()
         super().__init__(*args, **kwargs)

@@ -2,8 +2,9 @@
 from typing import Any, List, Optional
 
 from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.structures import DetDataSample
 from mmengine.registry import MODELS
-from torch import nn
+from torch import Tensor, nn
 
 from .base import BaseDistiller
 from .taps import Tap
@@ -50,11 +51,49 @@ class DetDistiller(BaseDistiller):
         ...                  neck=dict(type='SubspaceProjectionNeck'))))
     """
     model_registry = MMDET_MODELS
+    teacher_forward_doc = (
+        "DetDistiller runs the teacher's backbone and neck (extract_feat), "
+        'its bbox_head on those features when a teacher tap lies under '
+        "bbox_head (a dense head's forward), and its roi_head's box branch "
+        "on the student's RoIs when one lies under roi_head "
+        '(roi_head._bbox_forward(feats, rois), a one-stage RoI head).')
 
     def extra_student_taps(self) -> List[Tap]:
         if self._needs('roi_head'):
+            if not hasattr(getattr(self.student, 'roi_head', None),
+                           'bbox_roi_extractor'):
+                raise ValueError(
+                    f'{self._roi_taps()}: the teacher\'s RoI head '
+                    "classifies the student's RoIs, and the student "
+                    f'({type(self.student).__name__}) has no RoI head. Tap '
+                    'features of the teacher instead (e.g. "neck"), or use '
+                    'a two-stage student.')
             return [_ROI_TAP]
         return []
+
+    def _roi_taps(self) -> str:
+        return 'teacher tap ' + ', '.join(
+            f'"{t.teacher}" (term {t.name!r})' for t in self.terms
+            if t.teacher.path.split('.')[0] == 'roi_head')
+
+    def missing_extra_tap_message(self, tap: Tap) -> str:
+        return (
+            f"{self._roi_taps()}: the teacher's RoI head classifies the "
+            "student's RoIs, taken from the student's RoI feature "
+            f'extractor, which did not run as one module in the student\'s '
+            f'forward ({type(self.student.roi_head).__name__}: a cascade '
+            'runs one extractor per stage). Use a student with a one-stage '
+            'RoI head (StandardRoIHead), or tap features of the teacher '
+            '(e.g. "neck").')
+
+    def probe_data_samples(self, inputs: Tensor) -> List[DetDataSample]:
+        """Image metas of the dummy batch (two-stage and DETR forwards
+        read them)."""
+        shape = tuple(inputs.shape[-2:])
+        return [DetDataSample(metainfo=dict(
+            img_shape=shape, ori_shape=shape, pad_shape=shape,
+            batch_input_shape=shape, scale_factor=(1., 1.)))
+            for _ in range(len(inputs))]
 
     def _needs(self, prefix: str) -> bool:
         return any(t.teacher.path.split('.')[0] == prefix for t in self.terms)

@@ -47,6 +47,12 @@ def save_student_checkpoint(state_dict: Dict[str, torch.Tensor],
 
 
 def export_student(model: BaseDistiller, filename: str,
-                   meta: Optional[Dict[str, Any]] = None) -> None:
-    """Writes ``model``'s student as a student checkpoint."""
-    save_student_checkpoint(model.student_state_dict(), filename, meta)
+                   meta: Optional[Dict[str, Any]] = None,
+                   state_dict: Optional[Dict[str, torch.Tensor]] = None
+                   ) -> None:
+    """Writes ``model``'s student as a student checkpoint; ``state_dict``
+    (the student's keys, e.g. its EMA weights) replaces the student's own
+    weights when given."""
+    if state_dict is None:
+        state_dict = model.student_state_dict()
+    save_student_checkpoint(state_dict, filename, meta)

@@ -11,12 +11,14 @@ A tap is written in a config as a string ``'<module path>[:<index>]'``:
 A module that runs several times in one forward (a head's conv applied per
 FPN level) records one entry per call, and the tap returns them as a list.
 Taps are validated when the model is built: a path that matches no module
-fails with the closest existing names.
+fails with the closest existing names, and a module that does not run in
+the forward pass fails the build-time probe (:mod:`.probe`).
 """
 import difflib
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Optional,
+                    Sequence)
 
 from torch import nn
 
@@ -88,19 +90,35 @@ class TapRecorder:
         self._records: Dict[Tap, List[Any]] = {}
 
     @contextmanager
-    def recording(self) -> Iterator['TapRecorder']:
-        """Clears the records and records every tapped call until exit."""
+    def recording(self, through_forward: bool = False
+                  ) -> Iterator['TapRecorder']:
+        """Clears the records and records every tapped call until exit.
+
+        Args:
+            through_forward: Wrap the modules' ``forward`` instead of
+                registering forward hooks, so that direct calls of
+                ``module.forward()`` (mmdet's ``mode='tensor'`` forwards call
+                their heads that way) are recorded too: the build-time
+                probe. Defaults to False.
+        """
         self._records = {tap: [] for tap in self.taps}
-        handles = []
-        for tap, module in self._modules.items():
-            def hook(mod, args, output, _tap=tap):
-                self._records[_tap].append(args if _tap.inputs else output)
-            handles.append(module.register_forward_hook(hook))
-        try:
+        with ExitStack() as stack:
+            for tap, module in self._modules.items():
+                def record(args, output, _tap=tap):
+                    self._records[_tap].append(
+                        args if _tap.inputs else output)
+                if through_forward:
+                    stack.enter_context(wrap_forward(module, record))
+                else:
+                    handle = module.register_forward_hook(
+                        lambda mod, args, output, _record=record:
+                        _record(args, output))
+                    stack.callback(handle.remove)
             yield self
-        finally:
-            for handle in handles:
-                handle.remove()
+
+    def ran(self, tap: Tap) -> bool:
+        """Whether ``tap``'s module ran since :meth:`recording` began."""
+        return bool(self._records.get(tap))
 
     def get(self, tap: Tap) -> Any:
         """The recorded value of ``tap``: the output (or inputs) of its
@@ -138,6 +156,30 @@ class TapRecorder:
         """Puts snapshot records back (inside :meth:`recording`)."""
         for tap, calls in records.items():
             self._records[tap] = list(calls)
+
+
+@contextmanager
+def wrap_forward(module: nn.Module,
+                 callback: Callable[[tuple, Any], None]) -> Iterator[None]:
+    """Calls ``callback(args, output)`` after every call of ``module``'s
+    ``forward``, also when it is called directly (which forward hooks do
+    not see); wrappers nest and are removed on exit."""
+    had_own = 'forward' in module.__dict__
+    inner = module.forward
+
+    def forward(*args, **kwargs):
+        output = inner(*args, **kwargs)
+        callback(args, output)
+        return output
+
+    module.forward = forward
+    try:
+        yield
+    finally:
+        if had_own:
+            module.forward = inner
+        else:
+            del module.forward
 
 
 def _index(output: Any, tap: Tap, role: str) -> Any:

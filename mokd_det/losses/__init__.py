@@ -1,8 +1,8 @@
 from .feature import ChannelWiseDivergence, FeatureMSELoss, PKDLoss
-from .logit_kd import LogitKDLoss, flatten_logits
+from .logit_kd import LogitKDLoss, flatten_logits, probs_to_logits
 from .temperature import MetaTemperature
 
 __all__ = [
     'ChannelWiseDivergence', 'FeatureMSELoss', 'PKDLoss', 'LogitKDLoss',
-    'flatten_logits', 'MetaTemperature'
+    'flatten_logits', 'MetaTemperature', 'probs_to_logits'
 ]

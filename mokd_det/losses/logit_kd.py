@@ -20,8 +20,25 @@ together), so it does not grow with the number of priors.
 With a learnable :class:`~mokd_det.losses.MetaTemperature` (MKD), teacher and
 student logits are divided by their own temperatures tau_t and tau_s, and the
 factor T^2 becomes tau_t * tau_s (equal to T^2 when they coincide).
+
+**Heads that output probabilities.** Some mmdet heads apply their activation
+inside ``forward``: TOOD's ``TOODHead`` returns per-class probabilities
+(the geometric mean of the classification sigmoid and the task-alignment
+sigmoid), CenterNet's ``CenterNetHead`` sigmoid heatmaps. Taking those as
+logits applies the sigmoid twice and gives a near-constant, near-zero term
+(about 3e-6 on TOOD) that distils nothing. ``inputs='probs'`` turns
+probabilities back into logits before the temperature is applied; the
+distiller sets it from each tapped head's class, student and teacher apart
+(:data:`mokd_det.distillers.base.PROBABILITY_HEADS`). The clamped logit is
+``log(p) - log(1 - p)`` for sigmoid heads, ``log(p)`` for softmax heads
+(equal to the logits up to a per-row constant, which the softmax ignores),
+with p clamped to ``[PROB_EPS, 1 - PROB_EPS]`` (1e-6, logits within
++-13.8) in float64. The temperature then divides a true logit, so the loss
+is Hinton's KD of the distributions the head predicts: KL(Bern(sigmoid(
+logit(p_t) / T)) || Bern(sigmoid(logit(p_s) / T))) T^2 per class, which is
+the plain Bernoulli KL of the probabilities at T = 1.
 """
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +46,22 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 Logits = Union[Tensor, Sequence[Tensor]]
+
+#: Probabilities are clamped to [PROB_EPS, 1 - PROB_EPS] before their logit.
+PROB_EPS = 1e-6
+
+_INPUTS = ('auto', 'logits', 'probs')
+
+
+def probs_to_logits(probs: Tensor, activation: str) -> Tensor:
+    """Logits whose ``activation`` gives ``probs`` (clamped to
+    ``[PROB_EPS, 1 - PROB_EPS]``, computed in float64, returned in the input
+    dtype): ``log(p / (1 - p))`` for ``'sigmoid'``, ``log(p)`` for
+    ``'softmax'`` (the logits up to a per-row constant)."""
+    p = probs.double().clamp(PROB_EPS, 1 - PROB_EPS)
+    logits = p.log() - torch.log1p(-p) if activation == 'sigmoid' \
+        else p.log()
+    return logits.to(probs.dtype)
 
 
 def flatten_logits(logits: Logits, channels: Optional[int]) -> Tensor:
@@ -95,6 +128,16 @@ class LogitKDLoss(nn.Module):
             classifiers' softmax). Defaults to ``'auto'``.
         channels: Classes per prior of dense-head maps (``cls_out_channels``);
             None lets the distiller fill it from the head. Defaults to None.
+        inputs: What the tapped values are: ``'logits'``, ``'probs'``
+            (probabilities, turned into clamped logits first, see the module
+            docstring), or ``'auto'``: the distiller takes it from each
+            tapped head's class (``'probs'`` for the heads in
+            ``mokd_det.distillers.base.PROBABILITY_HEADS``, e.g. TOOD,
+            ``'logits'`` otherwise); outside a distiller ``'auto'`` means
+            ``'logits'``. A dict
+            ``dict(student=..., teacher=...)`` sets the two sides apart
+            (e.g. a TOOD teacher and an ATSS student). Defaults to
+            ``'auto'``.
         loss_weight: Multiplier of the loss. Defaults to 1.0.
     """
 
@@ -102,11 +145,24 @@ class LogitKDLoss(nn.Module):
                  temperature: float = 1.0,
                  activation: str = 'auto',
                  channels: Optional[int] = None,
+                 inputs: Union[str, Dict[str, str]] = 'auto',
                  loss_weight: float = 1.0):
         super().__init__()
         if activation not in ('auto', 'softmax', 'sigmoid'):
             raise ValueError(f'activation must be auto, softmax or sigmoid, '
                              f'got {activation!r}')
+        sides = dict(inputs) if isinstance(inputs, dict) else \
+            dict(student=inputs, teacher=inputs)
+        if set(sides) != {'student', 'teacher'} or \
+                any(v not in _INPUTS for v in sides.values()):
+            raise ValueError(
+                "inputs must be 'auto', 'logits' or 'probs', or "
+                "dict(student=..., teacher=...) of those, got "
+                f'{inputs!r}')
+        #: 'auto' | 'logits' | 'probs' per side (the distiller resolves
+        #: 'auto' from the tapped heads)
+        self.student_inputs = sides['student']
+        self.teacher_inputs = sides['teacher']
         if isinstance(temperature, dict):
             self.temperature = MODELS.build(temperature)
         elif temperature <= 0:
@@ -124,6 +180,10 @@ class LogitKDLoss(nn.Module):
                 "through a distiller, or set activation='softmax'/'sigmoid'")
         s = flatten_logits(student, self.channels)
         t = flatten_logits(teacher, self.channels).to(s.dtype)
+        if self.student_inputs == 'probs':
+            s = probs_to_logits(s, self.activation)
+        if self.teacher_inputs == 'probs':
+            t = probs_to_logits(t, self.activation)
         if s.shape != t.shape:
             raise ValueError(f'student logits {tuple(s.shape)} and teacher '
                              f'logits {tuple(t.shape)} differ in shape')

@@ -18,6 +18,7 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from mokd_det.distillers.teacher import teacher_model_cfg
+from mokd_det.utils import dropped_base_hooks
 from tests.helpers import (REPO_ROOT, retarget_classification_data,
                            retarget_detection_data)
 
@@ -96,6 +97,17 @@ def test_config_builds_and_trains_one_iteration(path, shapes_det_root,
     if is_distiller:
         assert 'train/loss_distill' in runner.message_hub.log_scalars
         assert osp.isfile(osp.join(str(tmp_path), 'student_epoch_1.pth'))
+
+
+@pytest.mark.parametrize('path', CONFIGS)
+def test_config_keeps_its_base_hooks(path):
+    """Every distillation config exports the student and keeps every custom
+    hook of its bases (the student's own, the pair's ExportStudentHook)."""
+    cfg = Config.fromfile(path)
+    assert dropped_base_hooks(cfg) == {}
+    if 'teacher' in cfg.model:
+        types = [h.type for h in cfg.custom_hooks]
+        assert types.count('ExportStudentHook') == 1, types
 
 
 def test_every_config_is_in_the_readme_table():

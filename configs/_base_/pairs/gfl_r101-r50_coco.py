@@ -35,4 +35,9 @@ train_dataloader = dict(sampler=dict(type='SeededAugmentationSampler'))
 # the summed losses with the student's own optimizer (vanilla KD), skipping
 # non-finite updates; a method's config replaces the type
 optim_wrapper = dict(type='KDOptimWrapper')
-custom_hooks = [dict(type='ExportStudentHook')]
+# student-only checkpoints (student_epoch_N.pth), after the student's own
+# hooks (a custom_hooks list replaces its base's: RTMDet's EMAHook would go)
+custom_hooks = [
+    *_base_.get('custom_hooks', []),
+    dict(type='ExportStudentHook')
+]

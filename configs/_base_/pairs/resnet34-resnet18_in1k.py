@@ -34,4 +34,9 @@ param_scheduler = dict(
     type='MultiStepLR', by_epoch=True, milestones=[30, 60, 90], gamma=0.1)
 train_cfg = dict(by_epoch=True, max_epochs=100, val_interval=1)
 auto_scale_lr = dict(base_batch_size=512)
-custom_hooks = [dict(type='ExportStudentHook')]
+# student-only checkpoints (student_epoch_N.pth), after the student's own
+# hooks (a custom_hooks list replaces its base's: RTMDet's EMAHook would go)
+custom_hooks = [
+    *_base_.get('custom_hooks', []),
+    dict(type='ExportStudentHook')
+]
