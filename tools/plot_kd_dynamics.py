@@ -24,7 +24,11 @@ PANELS = [
     ('gradient dominance: |g_distill| / |g_task|', ('kd/norm_ratio', ),
      True),
     ('MoKD weights', ('kd/pi_', ), False),
+    ('MoKD weights on the raw gradients (pi_k / L_k, step-scaled)',
+     ('kd/raw_weight_', ), False),
     ("step length / vanilla KD's (same lr)", ('kd/step_ratio', ), True),
+    ("MoKD amortized: stretch to vanilla KD's step length",
+     ('kd/stretch', ), False),
     ('MKD temperatures', ('kd/tau_', ), False),
     ('losses', ('loss_task', 'loss_distill'), True),
     ('AMP loss scale', ('kd/loss_scale', ), True),
@@ -60,7 +64,10 @@ def plot(series, out: str) -> int:
     for ax, (title, keys, log_scale) in zip(axes[:, 0], panels):
         for key in keys:
             ax.plot(*series[key], label=key, lw=1)
-        if log_scale:
+        values = [v for key in keys for v in series[key][1]]
+        # a log axis only for series spanning more than a factor 2 (a
+        # constant step ratio of 1 would show as float noise)
+        if log_scale and min(values) > 0 and max(values) > 2 * min(values):
             ax.set_yscale('log')
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7, loc='best')
