@@ -444,7 +444,9 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         self.logit_optimizer.zero_grad()
         self.logits.grad = grad_w
         self.logit_optimizer.step()
-        self.weights = F.softmax(self.logits.detach(), -1)
+        # what the next step applies (the logged pi): floored
+        self.weights = floor_weights(F.softmax(self.logits.detach(), -1),
+                                     self.min_weight)
         for g, w in zip(self.groups, self.weights):
             self.log_scalar(f'kd/pi_{g}', w)
 
