@@ -120,7 +120,9 @@ Logs: ``train/kd/pi_<group>`` each update, and in exact mode the gradient
 dynamics of :class:`MultiObjectiveOptimWrapper`, the effective weights on
 the raw gradients ``train/kd/raw_weight_<group>`` (pi_k / L_k, times the
 step scale) and ``train/kd/step_ratio``, the length of the applied gradient
-over that of the summed raw gradients (vanilla KD's at the same lr).
+over that of the summed raw gradients (vanilla KD's at the same lr). In
+amortized mode with ``step_scale='kd'`` the measuring updates log the same
+dynamics and ``train/kd/stretch``, the running stretch.
 """
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
