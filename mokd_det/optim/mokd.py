@@ -322,20 +322,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 return
             self._apply_measured_stretch(grads, scale, params)
             return
-        raw = [grads[g] for g in self.groups]
-        # (K, N): the Gram matrix and the combination are single BLAS calls
-        flat = flatten(raw, params)
-        present = [any(r[i] is not None for r in raw)
-                   for i in range(len(params))]
-        shared = [all(r[i] is not None for r in raw)
-                  for i in range(len(params))]
-        grads.clear()  # the per-parameter gradients are copied into flat
-        del raw
-        raw_matrix = gram_matrix(flat)  # over all parameters
-        if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
-            t, d = self.groups.index(TASK), self.groups.index(DISTILL)
-            self.log_gradient_dynamics(raw_matrix[t, t], raw_matrix[d, d],
-                                       raw_matrix[t, d])
+        flat, present, shared, raw_matrix = self._group_gradients(grads,
+                                                                  params)
         balanced = raw_matrix  # Gram matrix of what the weights apply to
         if self.gram_params == 'shared' or self.balance == 'shared':
             mask = torch.repeat_interleave(
@@ -378,22 +366,33 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                         (step2.clamp_min(0) / kd2.clamp_min(1e-300)).sqrt())
         self._log_weights(coeffs)
 
+    def _group_gradients(self, grads: Dict[str, Grads], params) -> tuple:
+        """The groups' gradients as one (K, N) matrix (the Gram matrix and
+        the combination are then single BLAS calls), which parameters any
+        group / every group reaches, and their Gram matrix over all
+        parameters; logs the task-distill dynamics. Empties ``grads``."""
+        raw = [grads[g] for g in self.groups]
+        flat = flatten(raw, params)
+        present = [any(r[i] is not None for r in raw)
+                   for i in range(len(params))]
+        shared = [all(r[i] is not None for r in raw)
+                  for i in range(len(params))]
+        grads.clear()  # the per-parameter gradients are copied into flat
+        del raw
+        gram = gram_matrix(flat)
+        if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
+            t, d = self.groups.index(TASK), self.groups.index(DISTILL)
+            self.log_gradient_dynamics(gram[t, t], gram[d, d], gram[t, d])
+        return flat, present, shared, gram
+
     def _apply_measured_stretch(self, grads: Dict[str, Grads],
                                 scale: Tensor, params) -> None:
         """Amortized ``step_scale='kd'``, a measuring update: the weighted
         combination of the groups' raw gradients (raw weights z_k / L_k),
         its stretch to vanilla KD's step length folded into the running
         stretch, and the step scaled by the running stretch."""
-        raw = [grads[g] for g in self.groups]
-        flat = flatten(raw, params)
-        present = [any(r[i] is not None for r in raw)
-                   for i in range(len(params))]
-        grads.clear()
-        del raw
-        gram = gram_matrix(flat).double()
-        if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
-            t, d = self.groups.index(TASK), self.groups.index(DISTILL)
-            self.log_gradient_dynamics(gram[t, t], gram[d, d], gram[t, d])
+        flat, present, _, gram = self._group_gradients(grads, params)
+        gram = gram.double()
         coeffs = self.weights.double() / scale
         step2 = coeffs @ gram @ coeffs
         kd2 = gram.sum().clamp_min(0)
