@@ -20,7 +20,10 @@
 #       proxy configs are written), trains and times nothing
 #
 # Environment: SUITE_MINUTES (default 25) the overall budget;
-# PYTHON (default python3 on the GPU machine, .venv/bin/python else).
+# PYTHON (default python3 on the GPU machine, .venv/bin/python else);
+# STEP_ARGS, extra arguments of every step table (e.g. "--rounds 2
+# --steps 10" when the lease is short); PROXY_ARGS, extra arguments of the
+# proxy (e.g. "--runs scratch kd mokd-exact --seeds 0 1").
 set -euo pipefail
 
 OUT=${1:?usage: bash benchmarks/gpu_suite.sh OUT_DIR [--dry-run]}
@@ -80,7 +83,7 @@ for preset in retinanet faster-rcnn; do
     for amp in "" --amp; do
         name=step_${preset}${amp:+_amp}
         run "$name" "$PY" benchmarks/step_overhead.py --preset "$preset" \
-            $amp $PLAN --out "$OUT/$name.json" || status=1
+            $amp $PLAN ${STEP_ARGS:-} --out "$OUT/$name.json" || status=1
     done
 done
 
@@ -88,10 +91,10 @@ done
 left=$(( deadline - $(date +%s) - 60 ))
 if (( DRY )); then
     run proxy_gpu "$PY" benchmarks/proxy_accuracy.py --preset gpu --plan \
-        --work-dir "$OUT/proxy_gpu" || status=1
+        ${PROXY_ARGS:-} --work-dir "$OUT/proxy_gpu" || status=1
 elif (( left > 120 )); then
     run proxy_gpu timeout --signal=INT "$left" "$PY" \
-        benchmarks/proxy_accuracy.py --preset gpu \
+        benchmarks/proxy_accuracy.py --preset gpu ${PROXY_ARGS:-} \
         --work-dir "$OUT/proxy_gpu" --results "$OUT/proxy_gpu.json" ||
         echo "[suite] the proxy stopped at the deadline; rerun the suite with the same OUT_DIR to continue it" | tee -a "$summary"
 else

@@ -198,6 +198,13 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
         cfg = load_config(preset['leaf'].format(LEAF.get(method, method)))
         no_pretrained(cfg.model.student)
         random_teacher(cfg, osp.join(tmpdir, 'teacher.pth'))
+    # learning rate 0: the same kernels run (the cost does not depend on
+    # it), but the weights stay at their finite initialisation. With the
+    # configs' lr, the from-scratch student under a random teacher
+    # diverged within the timed rounds on the H100 (R101 -> R50 at
+    # 800x1216): NaN weights, the projection's Cayley solve refused them,
+    # and guarded wrappers would have skipped steps (a cheaper iteration)
+    cfg.optim_wrapper.optimizer.lr = 0.0
     if method == 'kd+bwd':
         cfg.optim_wrapper.type = 'TwoBackwardOptimWrapper'
     if method == 'mkd' and args.steps % cfg.optim_wrapper.interval:

@@ -44,7 +44,9 @@ class KDOptimWrapper(NonFiniteGuard, OptimWrapper):
     overflow_is_divergence = True
 
     def __init__(self, optimizer, max_nonfinite_steps: int = 20, **kwargs):
-        super().__init__(optimizer, **kwargs)
+        # by keyword: mmengine's AmpOptimWrapper (next in the MRO of
+        # AmpKDOptimWrapper) takes ``loss_scale`` as its first argument
+        super().__init__(optimizer=optimizer, **kwargs)
         self.init_guard(max_nonfinite_steps)
         self._window_finite = True
 
