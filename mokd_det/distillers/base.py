@@ -157,7 +157,7 @@ class BaseDistiller(BaseModel):
     def _parse_term(self, name: str, cfg: dict) -> DistillTerm:
         if '.' in name:
             raise ValueError(f'distill term name {name!r} must not contain '
-                             '"."; it becomes the log key distill.<name>')
+                             '"."; it becomes the group key distill.<name>')
         if 'type' not in cfg:
             raise KeyError(f'distill term {name!r} needs `type` (its loss)')
         term = DistillTerm(

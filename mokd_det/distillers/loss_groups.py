@@ -15,7 +15,9 @@ balance each distillation term as its own objective
 :func:`get_loss_terms`.
 
 :func:`parse_grouped_losses` (the distillers' ``parse_losses``) reduces them
-as mmengine does, logs every term, the per-group totals (``loss_task``,
+as mmengine does, logs every term (``distill.fpn`` as ``distill.loss_fpn``,
+so that mmengine averages it over the log interval like every ``loss``
+key), the per-group totals (``loss_task``,
 ``loss_distill``) and the total ``loss``, and attaches the group totals to
 the returned total loss tensor. The attachment is how the groups reach an
 optim wrapper on both of mmengine's paths: ``BaseModel.train_step`` and
@@ -65,8 +67,13 @@ def parse_grouped_losses(
     terms: Dict[str, Tensor] = OrderedDict()
     for key, value in losses.items():
         value = _reduce(key, value)
-        log_vars[key] = value
         group, name = split_key(key)
+        # logged as distill.loss_<term>: mmengine's LogProcessor averages
+        # over the log interval only keys that contain 'loss' (its
+        # mean_pattern) and prints the others' current value, which made
+        # distill.<term> disagree with the averaged loss_distill
+        log_vars[key if group == TASK or 'loss' in name
+                 else f'{group}.loss_{name}'] = value
         if group != TASK:
             terms[key] = value
         if group != TASK or 'loss' in name:

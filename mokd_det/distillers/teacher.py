@@ -13,11 +13,17 @@ The teacher is given in a distiller config as
 
 It is loaded strictly and checked before the first iteration: a missing
 file, or keys that do not fit, are errors that say what is wrong.
+
+``untrained=True`` (instead of ``checkpoint``) builds a randomly initialised
+teacher, with a warning: a smoke test of a config before any teacher is
+trained (``--cfg-options model.teacher.untrained=True``), never a result.
 """
+import logging
 import os.path as osp
 from typing import Any, Dict, Optional, Union
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.model import BaseModel
 from mmengine.registry import Registry
 from mmengine.runner.checkpoint import _load_checkpoint
@@ -30,10 +36,12 @@ def teacher_model_cfg(teacher: Union[dict, ConfigDict]) -> ConfigDict:
     """The teacher's model dict from ``config`` (path or ``pkg::path``) or
     ``model`` (inline), with ``cfg_options`` merged in."""
     teacher = ConfigDict(teacher)
-    unknown = set(teacher) - {'config', 'model', 'checkpoint', 'cfg_options'}
+    unknown = set(teacher) - {'config', 'model', 'checkpoint', 'cfg_options',
+                              'untrained'}
     if unknown:
         raise KeyError(f'teacher: unknown keys {sorted(unknown)}; expected '
-                       'config or model, checkpoint, cfg_options')
+                       'config or model, checkpoint (or untrained=True), '
+                       'cfg_options')
     if ('config' in teacher) == ('model' in teacher):
         raise KeyError('teacher needs exactly one of `config` (a config '
                        'path or "mmdet::..." path) and `model` (a model '
@@ -73,7 +81,8 @@ def load_teacher_checkpoint(model: nn.Module,
             'teacher.checkpoint is required: distilling from an untrained '
             'teacher is almost certainly a mistake. Train the teacher first '
             '(python tools/train.py <teacher config>) and point '
-            'teacher.checkpoint at its .pth.')
+            'teacher.checkpoint at its .pth. For a smoke test of the config '
+            'only: --cfg-options model.teacher.untrained=True')
     if '://' not in checkpoint and not osp.isfile(checkpoint):
         raise FileNotFoundError(
             f'teacher checkpoint {checkpoint!r} not found. Train the teacher '
@@ -115,7 +124,19 @@ def build_teacher(teacher: Dict[str, Any], registry: Registry) -> BaseModel:
     """Builds the teacher, loads its checkpoint strictly and freezes it:
     ``requires_grad=False`` everywhere and eval mode."""
     model = registry.build(teacher_model_cfg(teacher))
-    load_teacher_checkpoint(model, teacher.get('checkpoint'))
+    if teacher.get('untrained'):
+        if teacher.get('checkpoint'):
+            raise ValueError(
+                'teacher: untrained=True and a checkpoint contradict each '
+                'other; drop untrained (a real run) or the checkpoint (a '
+                'smoke test)')
+        model.init_weights()
+        print_log('teacher.untrained=True: the teacher is randomly '
+                  'initialised; a smoke test of the config, not a '
+                  'distillation run', logger='current',
+                  level=logging.WARNING)
+    else:
+        load_teacher_checkpoint(model, teacher.get('checkpoint'))
     # the runner's init_weights must not overwrite the loaded weights
     model._is_init = True
     model.requires_grad_(False)

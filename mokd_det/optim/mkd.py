@@ -50,7 +50,7 @@ Logs ``train/kd/tau_teacher_<term>`` and ``train/kd/tau_student_<term>``
 """
 import logging
 from contextlib import contextmanager
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.distributed as torch_dist
@@ -76,12 +76,23 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         meta_mode: ``'finite_difference'`` or ``'second_order'``. Defaults
             to ``'finite_difference'``.
         fd_eps: Finite-difference radius relative to |v|. Defaults to 0.01.
+        learn_weight: Also meta-learn one weight lambda of the distillation
+            group (the student's gradient becomes g_task + lambda *
+            g_distill), by the same lookahead: dL_task(theta')/dlambda =
+            -xi <grad_theta L_distill(theta), v>, exact to first order for
+            SGD. One more forward-backward per meta update. With it the
+            temperatures are optional (MKD on models without a logit term).
+            Defaults to False (the temperatures alone).
+        weight_init: Initial lambda. Defaults to 1.0 (KD's weighting).
+        weight_bounds: ``(low, high)``, lambda = low + (high - low) *
+            sigmoid(raw). Defaults to (0.1, 10.0).
         **kwargs: See :class:`MultiObjectiveOptimWrapper`.
 
     Note:
         Needs ``custom_hooks=[dict(type='MKDMetaHook')]`` (the meta update
         needs the batch) and at least one ``LogitKDLoss`` with
-        ``temperature=dict(type='MetaTemperature', ...)``.
+        ``temperature=dict(type='MetaTemperature', ...)``, or
+        ``learn_weight=True``.
     """
     amp_variant = 'AmpMKDOptimWrapper'
 
@@ -91,8 +102,22 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
                  meta_lr: float = 0.05,
                  meta_mode: str = 'finite_difference',
                  fd_eps: float = 0.01,
+                 learn_weight: bool = False,
+                 weight_init: float = 1.0,
+                 weight_bounds: Tuple[float, float] = (0.1, 10.0),
                  **kwargs):
         super().__init__(optimizer, **kwargs)
+        self.raw_weight: Optional[Tensor] = None
+        if learn_weight:
+            low, high = (float(b) for b in weight_bounds)
+            if not 0 <= low < weight_init < high:
+                raise ValueError(
+                    f'learn_weight needs 0 <= low < weight_init < high, got '
+                    f'weight_init {weight_init}, weight_bounds '
+                    f'{weight_bounds}')
+            self.weight_bounds = (low, high)
+            self.raw_weight = torch.logit(
+                torch.tensor((weight_init - low) / (high - low)))
         if meta_mode not in ('finite_difference', 'second_order'):
             raise ValueError("meta_mode must be 'finite_difference' or "
                              f"'second_order', got {meta_mode!r}")
@@ -109,15 +134,27 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
 
     # --------------------------------------------------------- student step
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        return {'total': sum(groups.values())}
+        if self.raw_weight is None:
+            return {'total': sum(groups.values())}
+        return {'total': sum(v for k, v in groups.items() if k != DISTILL) +
+                self.distill_weight() * groups[DISTILL]}
+
+    def distill_weight(self) -> Tensor:
+        """lambda, the distillation group's weight (1 without
+        ``learn_weight``)."""
+        if self.raw_weight is None:
+            return torch.tensor(1.0)
+        low, high = self.weight_bounds
+        return low + (high - low) * torch.sigmoid(self.raw_weight)
 
     def apply_gradients(self, grads, values) -> None:
         if self.meta_optimizer is None:
             raise RuntimeError(
-                'MKDOptimWrapper was never bound to its temperatures, so they '
-                'would stay frozen: add custom_hooks=[dict(type='
-                "'MKDMetaHook')] to the config (the hook binds them and runs "
-                'the meta update).')
+                'MKDOptimWrapper was never bound to its meta parameters, so '
+                'they would stay frozen: add MKDMetaHook to the config (it '
+                'binds them and runs the meta update), keeping the base '
+                "config's hooks: custom_hooks = [*_base_.get('custom_hooks', "
+                "[]), dict(type='MKDMetaHook')]")
         for p, g in zip(self.params(), grads['total']):
             p.grad = g
         self.log_temperatures()
@@ -125,7 +162,7 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
     def step(self, **kwargs) -> None:
         """Keeps theta before the steps that get a meta update (the
         expansion point of the lookahead), then steps."""
-        if self.temperatures and \
+        if self._meta_params() and \
                 (self.applied_steps + 1) % self.interval == 0:
             self._theta_before = [p.detach().clone() for p in self.params()]
         super().step(**kwargs)
@@ -139,13 +176,19 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
             for name, module in model.named_modules()
             if isinstance(module, MetaTemperature)
         }
-        if not self.temperatures:
+        if not self.temperatures and self.raw_weight is None:
             raise ValueError(
                 'MKDOptimWrapper found no learnable temperature: give a '
                 "LogitKDLoss temperature=dict(type='MetaTemperature', "
-                'init=4.0) in the distiller\'s distill_losses')
-        raw = [b for t in self.temperatures.values() for b in t.raw()]
-        self.meta_optimizer = torch.optim.Adam(raw, lr=self.meta_lr)
+                'init=4.0) in the distiller\'s distill_losses, or learn the '
+                'distillation weight instead (optim_wrapper=dict('
+                "type='MKDOptimWrapper', learn_weight=True)), which needs "
+                'no logit term')
+        if self.raw_weight is not None:
+            device = next(model.parameters()).device
+            self.raw_weight = self.raw_weight.to(device)
+        self.meta_optimizer = torch.optim.Adam(self._meta_params(),
+                                               lr=self.meta_lr)
         if self._pending_meta_state is not None:
             self.meta_optimizer.load_state_dict(self._pending_meta_state)
             self._pending_meta_state = None
@@ -154,12 +197,21 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         for name, t in self.temperatures.items():
             self.log_scalar(f'kd/tau_teacher_{name}', t.teacher().mean())
             self.log_scalar(f'kd/tau_student_{name}', t.student().mean())
+        if self.raw_weight is not None:
+            self.log_scalar('kd/distill_weight', self.distill_weight())
 
     def _raw(self) -> List[Tensor]:
+        """The temperatures' raw buffers."""
         return [b for t in self.temperatures.values() for b in t.raw()]
 
+    def _meta_params(self) -> List[Tensor]:
+        """Everything the meta optimizer updates: the temperatures' raw
+        buffers, then lambda's."""
+        return self._raw() + ([] if self.raw_weight is None
+                              else [self.raw_weight])
+
     def meta_update(self, loss_fn) -> None:
-        """One meta update of the temperatures.
+        """One meta update of the temperatures (and of lambda).
 
         Args:
             loss_fn: Callable returning the grouped total loss of the
@@ -187,13 +239,18 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         with torch.no_grad():  # the expansion point: theta before the step
             for p, b in zip(params, self._theta_before):
                 p.copy_(b)
-        if self.meta_mode == 'second_order':
+        lam = self.distill_weight().to(v[0].device)
+        weight_grad = [] if self.raw_weight is None else \
+            [self._weight_grad(loss_fn, params, v, xi)]
+        if not raw:
+            meta_grad = []
+        elif self.meta_mode == 'second_order':
             for r in raw:
                 r.requires_grad_(True)
             try:
                 groups = get_loss_groups(loss_fn())
                 g_theta = torch.autograd.grad(
-                    groups[TASK] + groups[DISTILL], params,
+                    groups[TASK] + lam * groups[DISTILL], params,
                     create_graph=True, allow_unused=True)
                 dot = sum((g * u).sum() for g, u in zip(g_theta, v)
                           if g is not None)
@@ -215,8 +272,11 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
                 torch._foreach_add_(params, v, alpha=-2 * eps)
             with _excluded_from_graph(params):
                 grads.append(self._tau_grad(loss_fn, raw))
-            meta_grad = [-xi * (gp - gm) / (2 * eps)
+            # the temperatures act through lambda * L_distill
+            meta_grad = [-xi * lam * (gp - gm) / (2 * eps)
                          for gp, gm in zip(*grads)]
+        meta_grad = meta_grad + weight_grad
+        raw = self._meta_params()
         with torch.no_grad():
             for p, a in zip(params, theta_after):
                 p.copy_(a)
@@ -243,6 +303,20 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         print_log(f'MKD: meta update skipped, {what} is not finite',
                   logger='current', level=logging.WARNING)
 
+    def _weight_grad(self, loss_fn, params: List[Tensor], v: List[Tensor],
+                     xi: float) -> Tensor:
+        """d L_task(theta') / d raw_lambda = -xi <grad_theta L_distill(theta),
+        v> * dlambda/draw, at theta (the parameters before the step)."""
+        groups = get_loss_groups(loss_fn())
+        g_distill = torch.autograd.grad(groups[DISTILL], params,
+                                        allow_unused=True)
+        dot = sum((g.float() * u.float()).sum()
+                  for g, u in zip(g_distill, v) if g is not None)
+        low, high = self.weight_bounds
+        s = torch.sigmoid(self.raw_weight)
+        return (-xi * dot * (high - low) * s * (1 - s)).to(
+            self.raw_weight.dtype).detach()
+
     @staticmethod
     def _tau_grad(loss_fn, raw: List[Tensor]) -> List[Tensor]:
         """grad_tau of L_train at the current parameters."""
@@ -261,12 +335,16 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
     # --------------------------------------------------------------- state
     def method_state_dict(self) -> dict:
         state = dict(meta_updates=self.meta_updates)
+        if self.raw_weight is not None:
+            state['raw_weight'] = self.raw_weight.detach().clone()
         if self.meta_optimizer is not None:
             state['meta_optimizer'] = self.meta_optimizer.state_dict()
         return state
 
     def load_method_state_dict(self, state: dict) -> None:
         self.meta_updates = state.get('meta_updates', 0)
+        if self.raw_weight is not None and 'raw_weight' in state:
+            self.raw_weight.copy_(state['raw_weight'])
         meta = state.get('meta_optimizer')
         if meta is None:
             return

@@ -268,8 +268,9 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         if self._pending is not None:
             raise RuntimeError(
                 "MoKDOptimWrapper(mode='amortized') got no loss recomputation "
-                'after its last step: add custom_hooks=[dict(type='
-                "'MoKDAmortizedHook')] to the config.")
+                'after its last step: add the hook to the config, keeping '
+                "the base config's hooks: custom_hooks = [*_base_.get("
+                "'custom_hooks', []), dict(type='MoKDAmortizedHook')]")
         z = floor_weights(F.softmax(self.logits.detach(), -1),
                           self.min_weight).to(groups[self.groups[0]])
         losses = torch.stack([groups[g] for g in self.groups])

@@ -45,6 +45,22 @@ def test_valid_config_builds(scope, student, teacher_ckpt):
     assert set(model.distill_losses) == {'fpn'}
 
 
+def test_untrained_teacher_is_an_explicit_smoke_test(scope, student,
+                                                    teacher_ckpt):
+    with pytest.raises(ValueError, match='untrained=True'):
+        build(student, student, None)
+    model = DetDistiller(
+        student=copy.deepcopy(student),
+        teacher=dict(model=copy.deepcopy(student), untrained=True),
+        distill_losses=dict(
+            fpn=dict(type='FeatureMSELoss', student='neck', teacher='neck')))
+    assert not any(p.requires_grad for p in model.teacher.parameters())
+    with pytest.raises(ValueError, match='contradict'):
+        DetDistiller(student=copy.deepcopy(student),
+                     teacher=dict(model=copy.deepcopy(student),
+                                  checkpoint=teacher_ckpt, untrained=True))
+
+
 def test_missing_checkpoint_file(scope, student):
     with pytest.raises(FileNotFoundError, match='Train the teacher first'):
         build(student, student, 'checkpoints/nope.pth')

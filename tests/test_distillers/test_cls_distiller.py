@@ -52,7 +52,8 @@ def test_resnet_distillation_through_the_runner(shapes_cls_root, tmp_path):
     for k, v in model.teacher.state_dict().items():
         assert torch.equal(v, before[k])
     logged = runner.message_hub.log_scalars
-    assert {'train/task.loss', 'train/distill.kd', 'train/distill.feat',
+    assert {'train/task.loss', 'train/distill.loss_kd',
+            'train/distill.loss_feat',
             'train/loss_task', 'train/loss_distill'} <= set(logged)
     metrics = runner.val_loop.run()
     assert 0 <= metrics['accuracy/top1'] <= 100

@@ -87,9 +87,12 @@ def test_family_trains_validates_and_keeps_teacher_frozen(
     # logs: task terms under their mmdet names, distill terms, group totals
     logged = runner.message_hub.log_scalars
     for key in ('train/loss', 'train/loss_task', 'train/loss_distill',
-                'train/task.loss_cls', 'train/distill.fpn',
-                'train/distill.logits'):
+                'train/task.loss_cls', 'train/distill.loss_fpn',
+                'train/distill.loss_logits'):
         assert key in logged, (key, list(logged))
+        # averaged over the log interval like loss_distill, not the
+        # current iteration's value
+        assert runner.log_processor.mean_pattern.search(key), key
 
     # checkpoints hold the student and the distillation modules only
     ckpt = safe_torch_load(osp.join(cfg.work_dir, 'epoch_1.pth'))
