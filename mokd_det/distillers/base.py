@@ -119,6 +119,7 @@ class BaseDistiller(BaseModel):
             student = dict(student)
             student.setdefault('data_preprocessor', data_preprocessor)
         student_model = self.model_registry.build(student)
+        self._check_student(student_model)
         if isinstance(data_preprocessor, dict) and \
                 'type' not in data_preprocessor:
             # a type-less dict is typed by the model class that builds it
@@ -233,6 +234,10 @@ class BaseDistiller(BaseModel):
             if getattr(loss, f'{role}_inputs', None) == 'auto':
                 setattr(loss, f'{role}_inputs', head_inputs(
                     find_module(model, tap.path, role)))
+
+    def _check_student(self, student: nn.Module) -> None:
+        """Family-specific checks of the built student, before the teacher
+        is loaded (none here)."""
 
     def _check_num_classes(self) -> None:
         s, t = self.num_classes(self.student), self.num_classes(self.teacher)

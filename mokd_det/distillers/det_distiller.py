@@ -6,6 +6,7 @@ from mmdet.structures import DetDataSample
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ..utils.dependencies import check_training_dependencies
 from .base import BaseDistiller
 from .taps import Tap
 
@@ -57,6 +58,12 @@ class DetDistiller(BaseDistiller):
         "bbox_head (a dense head's forward), and its roi_head's box branch "
         "on the student's RoIs when one lies under roi_head "
         '(roi_head._bbox_forward(feats, rois), a one-stage RoI head).')
+
+    def _check_student(self, student: nn.Module) -> None:
+        """Optional packages the student's heads need once training
+        starts (PAA: scikit-learn), refused here rather than at iteration
+        1."""
+        check_training_dependencies(student)
 
     def extra_student_taps(self) -> List[Tap]:
         if self._needs('roi_head'):

@@ -210,3 +210,12 @@ def test_zero_loss_weight_needs_to_be_explicit(scope, student, teacher_ckpt):
     model = build(student, student, teacher_ckpt,
                   fpn=dict(term, allow_zero_weight=True))
     assert model.distill_losses['fpn'].loss_weight == 0.0
+
+
+def test_paa_student_without_scikit_learn_fails_at_build(scope, monkeypatch):
+    from mmdet.models.dense_heads import paa_head
+    monkeypatch.setattr(paa_head, 'skm', None)  # as without scikit-learn
+    paa = small_detector(load_config('mmdet::paa/paa_r50_fpn_1x_coco.py')
+                         .model)
+    with pytest.raises(ImportError, match='pip install scikit-learn'):
+        DetDistiller(student=paa, teacher=dict(model=paa, untrained=True))

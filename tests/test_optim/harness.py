@@ -17,6 +17,9 @@ METHODS = {
                        dict(mode='amortized'), [MoKDAmortizedHook]),
     'mkd': (MKDOptimWrapper, AmpMKDOptimWrapper, dict(interval=2),
             [MKDMetaHook]),
+    # the temperatures and the learnt distillation weight
+    'mkd_weight': (MKDOptimWrapper, AmpMKDOptimWrapper,
+                   dict(interval=2, learn_weight=True), [MKDMetaHook]),
 }
 
 
