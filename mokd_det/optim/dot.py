@@ -34,6 +34,9 @@ accumulation and AMP through :class:`MultiObjectiveOptimWrapper`, and
 factor; the reference does not clip). The buffers live in the optimizer's
 state (``momentum_buffer`` and ``momentum_kd_buffer``) and so in every
 checkpoint. The update uses fused multi-tensor (``torch._foreach_*``) ops.
+
+With ``Adam``/``AdamW`` as the optimizer, the wrapper runs DOT's Adam
+analogue instead (not in the paper; :mod:`mokd_det.optim.dot_adam`).
 """
 from typing import Dict, List
 
@@ -43,6 +46,7 @@ from torch import Tensor
 
 from ..distillers.loss_groups import DISTILL, TASK
 from .base import Grads, MultiObjectiveOptimWrapper
+from .dot_adam import check_adam, dot_adam_update, is_adam
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -51,7 +55,9 @@ class DOTOptimWrapper(MultiObjectiveOptimWrapper):
 
     Args:
         optimizer: ``torch.optim.SGD`` (no Nesterov, no dampening); its
-            momentum is DOT's mu.
+            momentum is DOT's mu. ``Adam``/``AdamW`` select the Adam
+            analogue (:mod:`mokd_det.optim.dot_adam`: beta1 -/+ delta for
+            the two first moments, one second moment).
         delta: DOT's Delta; mu + Delta must stay below 1. Defaults to 0.075
             (the reference's default; its ImageNet configs use 0.09).
         **kwargs: See :class:`MultiObjectiveOptimWrapper`.
@@ -66,11 +72,16 @@ class DOTOptimWrapper(MultiObjectiveOptimWrapper):
 
     def __init__(self, optimizer, delta: float = 0.075, **kwargs):
         super().__init__(optimizer, **kwargs)
+        self.delta = delta
+        self._grads: Dict[str, Grads] = {}
+        if is_adam(self.optimizer):
+            check_adam(self.optimizer, delta)
+            return
         if not isinstance(self.optimizer, torch.optim.SGD):
             raise TypeError(
-                f'DOT is SGD with two momenta; got '
+                f'DOT is SGD with two momenta (or its Adam analogue); got '
                 f'{type(self.optimizer).__name__}. Use optimizer=dict('
-                "type='SGD', momentum=0.9, ...).")
+                "type='SGD', momentum=0.9, ...) or Adam/AdamW.")
         for group in self.optimizer.param_groups:
             if group.get('nesterov') or group.get('dampening'):
                 raise ValueError('DOT supports neither Nesterov momentum nor '
@@ -91,8 +102,6 @@ class DOTOptimWrapper(MultiObjectiveOptimWrapper):
                     'side effect this implementation does not reproduce. '
                     'Use delta < momentum (the papers use momentum 0.9, '
                     'delta 0.075-0.09).')
-        self.delta = delta
-        self._grads: Dict[str, Grads] = {}
 
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         return {TASK: groups[TASK], DISTILL: groups[DISTILL]}
@@ -106,7 +115,11 @@ class DOTOptimWrapper(MultiObjectiveOptimWrapper):
         """Clips (the summed gradient), then the DOT update."""
         if self.clip_grad_kwargs:
             self._clip_both()
-        self._dot_update(self.params())
+        if is_adam(self.optimizer):
+            dot_adam_update(self.optimizer, self.params(), self._grads[TASK],
+                            self._grads[DISTILL], self.delta)
+        else:
+            self._dot_update(self.params())
         self._grads = {}
 
     def _clip_both(self) -> None:

@@ -110,7 +110,7 @@ def test_task_only_and_distill_only_parameters_by_hand():
 def test_dot_rejects_what_it_cannot_do():
     p = nn.Parameter(torch.ones(1))
     with pytest.raises(TypeError, match='SGD'):
-        DOTOptimWrapper(torch.optim.Adam([p]))
+        DOTOptimWrapper(torch.optim.RMSprop([p]))
     with pytest.raises(ValueError, match='momentum \\+ delta'):
         DOTOptimWrapper(torch.optim.SGD([p], lr=1, momentum=0.95),
                         delta=0.075)
