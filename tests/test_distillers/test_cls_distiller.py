@@ -84,3 +84,38 @@ def test_student_with_its_own_preprocessor_and_a_typeless_top_level_one(
             data_preprocessor=dict(cfg.data_preprocessor)))
     assert model.data_preprocessor is model.student.data_preprocessor
     assert type(model.data_preprocessor).__name__ == 'ClsDataPreprocessor'
+
+
+def test_vit_token_taps():
+    """A DeiT student's class-token features (``backbone``, (N, C)) distil
+    through the projection neck from a CNN's pooled features, next to the
+    class token's logits (``head``), as the README says."""
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+    cfg = load_config('mmpretrain::deit/deit-tiny_4xb256_in1k.py')
+    vit = cfg.model
+    vit.backbone.update(arch=dict(embed_dims=32, num_layers=1, num_heads=2,
+                                  feedforward_channels=64), img_size=64)
+    vit.head.update(num_classes=6, in_channels=32)
+    vit.pop('train_cfg')  # no Mixup here
+    teacher = small_classifier(load_config(RESNET18).model, 16)
+    inputs = torch.rand(2, 3, 64, 64) * 255
+    samples = [DataSample().set_gt_label(i) for i in (1, 4)]
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(
+            type='ClsDistiller', student=vit,
+            teacher=dict(model=copy.deepcopy(teacher), untrained=True),
+            distill_losses=dict(
+                kd=dict(type='LogitKDLoss', student='head',
+                        teacher='head', temperature=1.0),
+                tok=dict(type='FeatureMSELoss', student='backbone',
+                         teacher='neck',
+                         neck=dict(type='SubspaceProjectionNeck')))))
+    recorded = []
+    handle = model.student.backbone.register_forward_hook(
+        lambda m, i, o: recorded.append(o[-1].shape))
+    losses = model(inputs, samples, mode='loss')
+    handle.remove()
+    assert recorded[0] == (2, 32)
+    assert torch.isfinite(losses['distill.tok'])
+    assert losses['distill.tok'] > 0
