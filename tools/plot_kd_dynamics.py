@@ -30,6 +30,8 @@ PANELS = [
     ("MoKD amortized: stretch to vanilla KD's step length",
      ('kd/stretch', ), False),
     ('MKD temperatures', ('kd/tau_', ), False),
+    ('MKD: learnt distillation weight lambda', ('kd/distill_weight', ),
+     False),
     ('losses', ('loss_task', 'loss_distill'), True),
     ('AMP loss scale', ('kd/loss_scale', ), True),
 ]

@@ -1,5 +1,6 @@
-# MKD: learnable teacher/student temperatures of the logit term, meta-updated
-# every 20 iterations (mokd_det's formulation; see mokd_det/optim/mkd.py).
+# MKD: learnable teacher/student temperatures of the logit term and the
+# distillation weight, meta-updated every 20 iterations (mokd_det's
+# formulation; see mokd_det/optim/mkd.py).
 _base_ = ['../_base_/pairs/fcos_r101-r50_coco.py']
 model = dict(
     distill_losses=dict(

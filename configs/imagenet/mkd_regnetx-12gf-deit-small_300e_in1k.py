@@ -1,5 +1,6 @@
 # MKD (ViT students, as in the MKD paper): learnable teacher/student
-# temperatures of the logit term, meta-updated every 20 iterations
+# temperatures of the logit term and the distillation weight, meta-updated
+# every 20 iterations
 # (mokd_det's formulation; see mokd_det/optim/mkd.py).
 _base_ = ['../_base_/pairs/regnetx-12gf-deit-small_in1k.py']
 model = dict(

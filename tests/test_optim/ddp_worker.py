@@ -14,8 +14,8 @@ def batches():
 
 
 def temperature(method):
-    return dict(type='MetaTemperature', init=2.0) if method == 'mkd' \
-        else 2.0
+    return dict(type='MetaTemperature', init=2.0) \
+        if method.startswith('mkd') else 2.0
 
 
 def run_method(method, tmp, rank=None, world=1):
@@ -30,7 +30,8 @@ def run_method(method, tmp, rank=None, world=1):
     if world > 1:
         train_model = MMDistributedDataParallel(module=model)
     runner = make_runner(method, model, train_model=train_model,
-                         **(dict(interval=1) if method == 'mkd' else {}))
+                         **(dict(interval=1) if method.startswith('mkd')
+                            else {}))
     share = 4 // world
     lo = 0 if rank is None else rank * share
     train(runner, [(x[lo:lo + share], y[lo:lo + share])

@@ -15,11 +15,14 @@ METHODS = {
                    dict(mode='exact'), []),
     'mokd_amortized': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
                        dict(mode='amortized'), [MoKDAmortizedHook]),
+    # the learnt distillation weight (and the temperatures where the toy
+    # has them)
     'mkd': (MKDOptimWrapper, AmpMKDOptimWrapper, dict(interval=2),
             [MKDMetaHook]),
-    # the temperatures and the learnt distillation weight
-    'mkd_weight': (MKDOptimWrapper, AmpMKDOptimWrapper,
-                   dict(interval=2, learn_weight=True), [MKDMetaHook]),
+    # the temperatures alone (learn_weight=False)
+    'mkd_temperatures': (MKDOptimWrapper, AmpMKDOptimWrapper,
+                         dict(interval=2, learn_weight=False),
+                         [MKDMetaHook]),
 }
 
 

@@ -38,7 +38,8 @@ class LogitStudent(nn.Module):
 def run(teacher_logits, steps=10, meta_mode='finite_difference', **kw):
     model = LogitStudent(teacher_logits, **kw)
     wrapper = MKDOptimWrapper(torch.optim.SGD([model.s], lr=0.5),
-                              interval=1, meta_lr=0.2, meta_mode=meta_mode)
+                              interval=1, meta_lr=0.2, meta_mode=meta_mode,
+                              learn_weight=False)
     wrapper.bind(model)
     taus = [float(model.kd.temperature.teacher())]
     for _ in range(steps):
@@ -82,7 +83,7 @@ def test_temperatures_are_buffers_outside_the_optimizer():
 
 def test_missing_temperature_is_a_clear_error():
     wrapper = MKDOptimWrapper(torch.optim.SGD([nn.Parameter(
-        torch.ones(1))], lr=0.1))
+        torch.ones(1))], lr=0.1), learn_weight=False)
     with pytest.raises(ValueError, match='MetaTemperature'):
         wrapper.bind(nn.Linear(2, 2))
 
@@ -93,7 +94,8 @@ def test_meta_update_leaves_the_student_as_the_step_left_it(meta_mode):
     and must put it back exactly, with its requires_grad flags."""
     model = LogitStudent(torch.tensor([[3., 0.]]))
     wrapper = MKDOptimWrapper(torch.optim.SGD([model.s], lr=0.5),
-                              interval=1, meta_mode=meta_mode)
+                              interval=1, meta_mode=meta_mode,
+                              learn_weight=False)
     wrapper.bind(model)
     wrapper.update_params(model.loss())
     after_step = model.s.detach().clone()
@@ -114,7 +116,7 @@ def test_tied_temperature_is_one_value_for_both():
     assert len(temperature.raw()) == 1
     assert 'kd.temperature.raw_student' not in model.state_dict()
     wrapper = MKDOptimWrapper(torch.optim.SGD([model.s], lr=0.5),
-                              interval=1, meta_lr=0.2)
+                              interval=1, meta_lr=0.2, learn_weight=False)
     wrapper.bind(model)
     wrapper.update_params(model.loss())
     wrapper.meta_update(model.loss)

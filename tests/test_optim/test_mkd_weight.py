@@ -104,7 +104,8 @@ def test_weight_needs_no_temperature_and_is_checkpointed():
 
 def test_no_temperature_and_no_weight_is_a_clear_error():
     model = Quadratic([1., 0.], [0., 1.], [0., 0.])
-    wrapper = MKDOptimWrapper(torch.optim.SGD([model.theta], lr=0.1))
+    wrapper = MKDOptimWrapper(torch.optim.SGD([model.theta], lr=0.1),
+                              learn_weight=False)
     with pytest.raises(ValueError, match='learn_weight=True'):
         wrapper.bind(model)
 

@@ -369,24 +369,26 @@ def test_min_weight_keeps_the_task_in_the_step():
 
 
 def test_defaults_floor_the_weights_and_keep_kd_step_length():
-    """The shipped defaults (step_scale='kd', min_weight=0.1) on the example
-    above: pi = (1, 0) floored to (0.9, 0.1); the raw-gradient weights
-    pi_k / L_k, stretched so that the step is as long as vanilla KD's. The
+    """The shipped defaults (step_scale='kd', min_weight=0.05) on the
+    example above: pi = (1, 0) floored to (0.95, 0.05); the raw-gradient
+    weights pi_k / L_k, stretched so that the step is as long as vanilla
+    KD's. The
     two gradients are parallel here, so the step is vanilla KD's itself
     (non-parallel cases: test_exact_step_scale_by_hand)."""
     theta0 = torch.tensor([1., 2.], dtype=torch.float64)
     theta = nn.Parameter(theta0.clone())
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1))
-    assert (wrapper.step_scale, wrapper.min_weight) == ('kd', 0.1)
+    assert (wrapper.step_scale, wrapper.min_weight) == ('kd', 0.05)
     wrapper.update_params(grouped(task=theta.sum(),
                                   distill=theta.sum() ** 2))
     raw_t = torch.ones(2, dtype=torch.float64)        # grad of theta.sum()
     raw_d = 6 * torch.ones(2, dtype=torch.float64)    # grad of its square
-    assert wrapper.weights.tolist() == pytest.approx([0.9, 0.1])
+    assert wrapper.weights.tolist() == pytest.approx([0.95, 0.05])
     torch.testing.assert_close(theta.detach(),
                                theta0 - 0.1 * (raw_t + raw_d))
-    # the logged raw weights: (0.9 / 3, 0.1 / 9) stretched by |7| / |w . raw|
-    w_t, w_d = 0.9 / 3., 0.1 / 9.
+    # the logged raw weights: (0.95 / 3, 0.05 / 9) stretched by
+    # |7| / |w . raw|
+    w_t, w_d = 0.95 / 3., 0.05 / 9.
     stretch = 7 / (w_t + 6 * w_d)
     assert wrapper.message_hub.get_scalar(
         'train/kd/raw_weight_task').current() == pytest.approx(w_t * stretch)

@@ -14,8 +14,8 @@ ALL = list(METHODS)
 
 
 def mkd_temperature(method):
-    return dict(type='MetaTemperature', init=2.0) if method == 'mkd' \
-        else 2.0
+    return dict(type='MetaTemperature', init=2.0) \
+        if method.startswith('mkd') else 2.0
 
 
 @pytest.mark.parametrize('method', ['dot', 'mokd_exact', 'mkd'])
