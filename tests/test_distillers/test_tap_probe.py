@@ -181,3 +181,39 @@ def test_probe_leaves_the_random_generators_alone(models):
     assert shapes['student', 'cls'][0][1] == 7
     assert shapes['student', 'cls'] == shapes['teacher', 'cls']
     assert model.student.training  # the probe's eval mode is undone
+
+
+def test_mkd_trains_a_cascade_on_feature_terms_alone(models):
+    """Issue 13: MKD needed a logit term, which a cascade's RoI heads do not
+    give. With its learnt distillation weight (the default) it trains on
+    the FPN term alone: two iterations through train_step and the meta
+    hook, lambda moved, everything finite."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from tests.test_optim.harness import make_runner, train
+    model = build(models, 'cascade', 'cascade', fpn=dict(
+        type='FeatureMSELoss', student='neck', teacher='neck',
+        neck=dict(type='SubspaceProjectionNeck')))
+    runner = make_runner('mkd', model, interval=1)
+    assert runner.optim_wrapper.temperatures == {}
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(2):
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(128, 128), pad_shape=(128, 128),
+            batch_input_shape=(128, 128), scale_factor=(1., 1.)))
+        sample.gt_instances = InstanceData(
+            bboxes=torch.tensor([[8., 8., 70., 90.], [40., 30., 120., 100.]]),
+            labels=torch.tensor([2, 4]))
+        image = torch.randint(0, 255, (3, 128, 128), generator=gen,
+                              dtype=torch.uint8)
+        batches.append(([image], [sample]))
+    weight = float(runner.optim_wrapper.distill_weight())
+    logs = train(runner, batches)
+    assert runner.optim_wrapper.meta_updates == 2
+    assert float(runner.optim_wrapper.distill_weight()) != weight
+    for log in logs:
+        assert all(torch.isfinite(torch.as_tensor(v)).all()
+                   for v in log.values())
+        assert 'distill.loss_fpn' in log
