@@ -18,6 +18,11 @@ What makes the detection task non-trivial (each a parameter):
 * **clutter**: distractor strokes and blobs that belong to no class;
 * **noise**: a smooth background gradient, texture and Gaussian pixel noise.
 
+Every detection annotation also carries its object's **instance mask** (the
+visible pixels, COCO's compressed RLE in ``segmentation``), so instance
+segmentation students (Mask R-CNN) train and evaluate with COCO segm mAP on
+the same images; the box is the mask's box and the area its pixel count.
+
 The detection layout is COCO's (``annotations/instances_{train,val}.json``,
 ``train/``, ``val/``) and mmdet's ``CocoDataset``/``CocoMetric`` read it
 unchanged. The classification layout is ImageNet's (``train/<class>/*.png``,
@@ -34,6 +39,7 @@ from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 # (name, shape, BGR base colour). Shapes repeat with different colours and
@@ -204,8 +210,10 @@ def render_detection_image(
     Returns:
         The BGR uint8 image and its annotations, each a dict with
         ``category_id`` (0-based), ``bbox`` (COCO ``[x, y, w, h]`` of the
-        visible pixels), ``area`` (visible pixel count) and
-        ``visible_fraction`` (visible over drawn pixels, >= ``min_visible``).
+        visible pixels), ``area`` (visible pixel count),
+        ``segmentation`` (the visible pixels as COCO compressed RLE, counts
+        as a string) and ``visible_fraction`` (visible over drawn pixels,
+        >= ``min_visible``).
     """
     rng = _split_seed(seed, split, index)
     h, w = cfg.img_size
@@ -245,12 +253,16 @@ def render_detection_image(
         objects.append(dict(category_id=label, full_area=int(new.sum())))
     annotations = []
     for i, obj in enumerate(objects):
-        ys, xs = np.nonzero(owner == i)
+        visible = owner == i
+        ys, xs = np.nonzero(visible)
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
         annotations.append(
             dict(category_id=obj['category_id'],
                  bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
                  area=float(len(xs)),
+                 segmentation=dict(size=[int(s) for s in rle['size']],
+                                   counts=rle['counts'].decode('ascii')),
                  visible_fraction=len(xs) / obj['full_area']))
     return _finish(rng, img, cfg), annotations
 
@@ -306,7 +318,8 @@ def generate_coco_detection(out_dir: str,
                 annotations.append(
                     dict(id=len(annotations) + 1, image_id=index + 1,
                          category_id=ann['category_id'] + 1, bbox=ann['bbox'],
-                         area=ann['area'], iscrowd=0))
+                         area=ann['area'], segmentation=ann['segmentation'],
+                         iscrowd=0))
         path = osp.join(out_dir, 'annotations', f'instances_{split}.json')
         with open(path, 'w') as f:
             json.dump(dict(info=dict(description='mokd_det shapes', seed=seed),

@@ -47,6 +47,13 @@ def test_coco_json_loads_and_is_consistent(shapes_det_root):
         assert x + w <= img['width'] and y + h <= img['height']
         # area counts visible pixels, so it never exceeds the box
         assert 0 < ann['area'] <= w * h
+        # the instance mask: exactly those visible pixels, within the box
+        mask = coco.annToMask(ann)
+        assert mask.shape == (img['height'], img['width'])
+        assert mask.sum() == ann['area']
+        ys, xs = np.nonzero(mask)
+        assert [xs.min(), ys.min(), xs.max() + 1 - x, ys.max() + 1 - y] == \
+            [x, y, w, h]
         assert osp.isfile(osp.join(shapes_det_root, 'train',
                                    img['file_name']))
 

@@ -160,3 +160,44 @@ def test_exported_student_matches_distiller_validation(
         for key in ('bboxes', 'scores', 'labels'):
             assert torch.equal(a['pred_instances'][key],
                                b['pred_instances'][key])
+
+
+def small_mask_rcnn(width: int = 64):
+    model = small_detector(
+        load_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py').model,
+        width=width)
+    model.roi_head.mask_roi_extractor.out_channels = width
+    model.roi_head.mask_head.update(in_channels=width,
+                                    conv_out_channels=width, num_classes=6)
+    return model
+
+
+def test_mask_rcnn_distils_on_generated_masks_with_segm_map(
+        shapes_det_root, tmp_path):
+    """Instance segmentation: the generated set's masks train a Mask R-CNN
+    student (its mask loss in the task group) distilled on the FPN from a
+    wider Mask R-CNN teacher, validated with COCO bbox and segm mAP."""
+    cfg = load_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    retarget_detection_data(cfg, shapes_det_root, str(tmp_path / 'work'))
+    cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=1,
+                         val_interval=1)
+    cfg.param_scheduler = []
+    teacher = small_mask_rcnn(width=96)
+    save_teacher(teacher, str(tmp_path / 'teacher.pth'))
+    cfg.model = dict(
+        type='DetDistiller', student=small_mask_rcnn(),
+        teacher=dict(model=teacher, checkpoint=str(tmp_path / 'teacher.pth')),
+        distill_losses=dict(fpn=dict(
+            type='FeatureMSELoss', student='neck', teacher='neck',
+            neck=dict(type='SubspaceProjectionNeck'))))
+    cfg.optim_wrapper = dict(type='KDOptimWrapper', optimizer=dict(
+        type='SGD', lr=0.01, momentum=0.9, weight_decay=1e-4))
+    assert cfg.val_evaluator.metric == ['bbox', 'segm']
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    logged = runner.message_hub.log_scalars
+    assert 'train/task.loss_mask' in logged
+    assert 'train/distill.loss_fpn' in logged
+    for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
+        value = logged[f'val/{key}'].current()
+        assert 0 <= value <= 1, (key, value)
