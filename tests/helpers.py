@@ -117,3 +117,87 @@ def run_tool(*args) -> str:
                           text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
+
+
+def small_cascade(model: dict, width: int = 64, num_classes: int = 6):
+    """Cascade R-CNN shrunk as :func:`small_detector` (three box stages)."""
+    model.backbone.update(depth=18, init_cfg=None)
+    model.neck.update(in_channels=[64, 128, 256, 512], out_channels=width)
+    model.rpn_head.update(in_channels=width, feat_channels=width)
+    model.roi_head.bbox_roi_extractor.out_channels = width
+    for head in model.roi_head.bbox_head:
+        head.update(in_channels=width, fc_out_channels=128,
+                    num_classes=num_classes)
+    model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
+    return model
+
+
+def small_dino(model: dict, num_queries: int = 20, num_classes: int = 6,
+               ffn: int = 256, width: int = 256):
+    """DINO shrunk to a ResNet-18, one encoder and one decoder layer with
+    ``ffn``-wide feed-forwards, ``num_queries`` queries and 10 denoising
+    queries; the family (two-stage query selection, box refinement,
+    denoising) unchanged. The embedding stays 256 wide: DINO's decoder
+    encodes reference points with 128 sine features per coordinate
+    whatever the width."""
+    model.backbone.update(depth=18, init_cfg=None, frozen_stages=-1,
+                          norm_eval=False,
+                          norm_cfg=dict(type='BN', requires_grad=True))
+    model.neck.update(in_channels=[128, 256, 512], out_channels=width,
+                      norm_cfg=dict(type='GN', num_groups=8))
+    for part in (model.encoder, model.decoder):
+        part.num_layers = 1
+        for key in ('self_attn_cfg', 'cross_attn_cfg'):
+            if key in part.layer_cfg:
+                part.layer_cfg[key].update(embed_dims=width, num_heads=4)
+        part.layer_cfg.ffn_cfg.update(embed_dims=width,
+                                      feedforward_channels=ffn)
+    model.positional_encoding.num_feats = width // 2
+    model.num_queries = num_queries
+    model.bbox_head.update(num_classes=num_classes, embed_dims=width)
+    model.dn_cfg.group_cfg.num_dn_queries = 10
+    model.test_cfg.max_per_img = num_queries
+    return model
+
+
+def small_mask_rcnn(width: int = 64):
+    """Mask R-CNN shrunk as :func:`small_detector`, mask branch included."""
+    from mokd_det.utils import load_config
+    model = small_detector(
+        load_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py').model,
+        width=width)
+    model.roi_head.mask_roi_extractor.out_channels = width
+    model.roi_head.mask_head.update(in_channels=width,
+                                    conv_out_channels=width, num_classes=6)
+    return model
+
+
+def det_batch(model, size: int = 128, masks: bool = False, seed: int = 0):
+    """A batch of two random images with two boxes each (and their box
+    masks), through ``model``'s data preprocessor: ``(inputs,
+    data_samples)``."""
+    import torch
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    gen = torch.Generator().manual_seed(seed)
+    boxes = torch.tensor([[8., 8., 70., 90.], [40., 30., 120., 100.]])
+    images, samples = [], []
+    for _ in range(2):
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(size, size), ori_shape=(size, size),
+            scale_factor=(1., 1.)))
+        sample.gt_instances = InstanceData(bboxes=boxes.clone(),
+                                           labels=torch.tensor([2, 4]))
+        if masks:
+            bitmaps = torch.zeros(2, size, size, dtype=torch.uint8)
+            for bitmap, (x0, y0, x1, y1) in zip(bitmaps, boxes.int()):
+                bitmap[y0:y1, x0:x1] = 1
+            sample.gt_instances.masks = BitmapMasks(bitmaps.numpy(), size,
+                                                    size)
+        images.append(torch.randint(0, 255, (3, size, size), generator=gen,
+                                    dtype=torch.uint8))
+        samples.append(sample)
+    data = model.data_preprocessor(dict(inputs=images, data_samples=samples),
+                                   training=True)
+    return data['inputs'], data['data_samples']

@@ -47,7 +47,7 @@ class ToyNet(BaseModel):
 class ToyDistiller(BaseDistiller):
     """BaseDistiller over ToyNet; the teacher's head runs when tapped."""
 
-    def run_teacher_heads(self, feats, reused=False):
+    def run_teacher_heads(self, feats, reused=False, data_samples=None):
         if not reused:
             self.teacher.head(feats)
 

@@ -300,11 +300,14 @@ class BaseDistiller(BaseModel):
                 x = (x - t.mean.to(x)) / t.std.to(x)
         return x
 
-    def run_teacher_heads(self, feats: Any, reused: bool = False) -> None:
+    def run_teacher_heads(self, feats: Any, reused: bool = False,
+                          data_samples: Optional[list] = None) -> None:
         """Runs the teacher parts after ``extract_feat`` that its taps need
         (under ``no_grad``, taps recording). With ``reused``, the records of
         the parts that depend only on the input were restored from the
-        cache: run only what depends on the student. Subclasses override."""
+        cache: run only what depends on the student. ``data_samples`` are
+        the batch's (image metas, for heads that read them, e.g. a DETR's
+        transformer). Subclasses override."""
 
     #: Teacher taps whose values depend on the student's forward (not only
     #: on the input), so they are never reused; see :meth:`loss`.
@@ -357,7 +360,8 @@ class BaseDistiller(BaseModel):
                         self.teacher_inputs(inputs))
             task = self.student.loss(inputs, data_samples)
             with torch.no_grad():
-                self.run_teacher_heads(feats, reused=reuse)
+                self.run_teacher_heads(feats, reused=reuse,
+                                       data_samples=data_samples)
             if cache is not None and not reuse:
                 cache.teacher = (feats, self.teacher_taps.snapshot(
                     exclude_prefix=self.student_dependent_prefix))

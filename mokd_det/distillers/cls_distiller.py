@@ -52,7 +52,8 @@ class ClsDistiller(BaseDistiller):
         self.model_registry = _mmpretrain_models()
         super().__init__(*args, **kwargs)
 
-    def run_teacher_heads(self, feats: Any, reused: bool = False) -> None:
+    def run_teacher_heads(self, feats: Any, reused: bool = False,
+                          data_samples=None) -> None:
         if not reused and any(t.teacher.path.split('.')[0] == 'head'
                               for t in self.terms):
             self.teacher.head(feats)

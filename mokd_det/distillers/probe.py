@@ -12,8 +12,8 @@ the student in eval mode so that no BatchNorm statistics change):
 * a tapped module that did not run fails with the tap as the user wrote it,
   the modules that ran (a module list's stages, the top-level modules) and,
   for the teacher, what the distiller runs of it;
-* a teacher head that cannot run the way the distiller calls it (a DETR
-  head, a cascade RoI head) fails naming the teacher taps that need it;
+* a teacher head that cannot run the way the distiller calls it fails
+  naming the teacher taps that need it;
 * an output index that does not exist fails naming the tap;
 * the shapes of the tapped tensors are returned: the distiller reads the
   channels of its necks from them and checks the channels of feature terms.
@@ -101,7 +101,8 @@ def _run_student(distiller: 'BaseDistiller', x: Tensor) -> None:
 def _run_teacher(distiller: 'BaseDistiller', x: Tensor) -> None:
     feats = distiller.teacher.extract_feat(x)
     try:
-        distiller.run_teacher_heads(feats)
+        distiller.run_teacher_heads(
+            feats, data_samples=distiller.probe_data_samples(x))
     except Exception as err:
         heads = [t for t in distiller.terms
                  if not distiller._is_feature_tap(t.teacher)]
@@ -110,10 +111,9 @@ def _run_teacher(distiller: 'BaseDistiller', x: Tensor) -> None:
             f'teacher tap{"s" if len(heads) > 1 else ""} {taps}: the '
             "teacher's heads cannot run the way the distiller runs them "
             f'({type(err).__name__}: {err}). '
-            f'{distiller.teacher_forward_doc} Heads called with '
-            'other arguments (DETR heads take the transformer\'s outputs, '
-            'a cascade RoI head runs per stage) cannot be tapped on the '
-            'teacher: tap its features instead, e.g. "neck" or '
+            f'{distiller.teacher_forward_doc} A head the distiller cannot '
+            'run that way cannot be tapped on the teacher: tap its '
+            'features instead, e.g. "neck" or '
             '"backbone:3".') from err
 
 

@@ -2,7 +2,8 @@
 iteration on generated data: the dataset swapped for the shapes set, tiny
 images, teachers from random checkpoints, and deep backbones made shallow
 (ResNet-50/101 -> 18, MobileNetV1 at width 0.25, ViTs to one 32-wide
-layer, RegNets to 400MF) so that the whole set runs
+layer, RegNets to 400MF, Swins to one 32-wide block a stage, DINOs to two
+encoder and decoder layers and 100 queries) so that the whole set runs
 in minutes on a CPU; the architectures' families, heads, taps, necks and
 optim wrappers are the configs' own. A new config is covered automatically;
 one missing from the README's table fails.
@@ -34,10 +35,11 @@ def _tiny(model_cfg) -> None:
     backbone = model_cfg.backbone
     if 'init_cfg' in backbone:
         backbone.init_cfg = None
+    levels = backbone.get('out_indices', (0, 1, 2, 3))
     if backbone.type.endswith('ResNet') and backbone.depth > 18:
         backbone.depth = 18
         if 'neck' in model_cfg and 'in_channels' in model_cfg.neck:
-            model_cfg.neck.in_channels = [64, 128, 256, 512]
+            model_cfg.neck.in_channels = [64 * 2**i for i in levels]
         if 'neck' not in model_cfg or model_cfg.neck.type.endswith(
                 'GlobalAveragePooling'):
             model_cfg.head.in_channels = 512
@@ -51,6 +53,15 @@ def _tiny(model_cfg) -> None:
     elif backbone.type == 'RegNet':  # RegNetX-12GF -> 400MF
         backbone.arch = 'regnetx_400mf'
         model_cfg.head.in_channels = 384
+    elif backbone.type == 'SwinTransformer':  # Swin-L -> 1 block a stage
+        backbone.update(embed_dims=32, depths=[1, 1, 1, 1],
+                        num_heads=[1, 2, 4, 8], window_size=4, with_cp=False,
+                        pretrain_img_size=64)
+        model_cfg.neck.in_channels = [32 * 2**i for i in levels]
+    if model_cfg.get('type') == 'DINO':  # 2 + 2 layers, 100 queries
+        model_cfg.encoder.num_layers = model_cfg.decoder.num_layers = 2
+        model_cfg.num_queries = 100
+        model_cfg.test_cfg.max_per_img = 100
     if 'head' in model_cfg and 'num_classes' in model_cfg.head:
         # the generated set's 6 classes (Mixup/CutMix one-hot to them)
         model_cfg.head.num_classes = 6

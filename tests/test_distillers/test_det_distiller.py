@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 
 from mokd_det.utils import load_config, safe_torch_load
 from tests.helpers import (DET_FAMILIES, retarget_detection_data,
-                           run_tool, small_detector)
+                           run_tool, small_detector, small_mask_rcnn)
 
 LOGIT_TAP = {'faster_rcnn': 'roi_head.bbox_head:0'}
 
@@ -160,16 +160,6 @@ def test_exported_student_matches_distiller_validation(
         for key in ('bboxes', 'scores', 'labels'):
             assert torch.equal(a['pred_instances'][key],
                                b['pred_instances'][key])
-
-
-def small_mask_rcnn(width: int = 64):
-    model = small_detector(
-        load_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py').model,
-        width=width)
-    model.roi_head.mask_roi_extractor.out_channels = width
-    model.roi_head.mask_head.update(in_channels=width,
-                                    conv_out_channels=width, num_classes=6)
-    return model
 
 
 def test_mask_rcnn_distils_on_generated_masks_with_segm_map(

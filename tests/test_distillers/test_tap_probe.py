@@ -13,7 +13,7 @@ from mmengine.registry import DefaultScope
 from mokd_det.distillers import DetDistiller
 from mokd_det.distillers.probe import probe_taps
 from mokd_det.utils import load_config
-from tests.helpers import DET_FAMILIES, small_detector
+from tests.helpers import DET_FAMILIES, small_cascade, small_detector
 
 CASCADE = 'mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py'
 
@@ -22,19 +22,6 @@ CASCADE = 'mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py'
 def scope():
     with DefaultScope.overwrite_default_scope('mmdet'):
         yield
-
-
-def _small_cascade():
-    """Cascade R-CNN shrunk as small_detector does (three box stages)."""
-    model = load_config(CASCADE).model
-    model.backbone.update(depth=18, init_cfg=None)
-    model.neck.update(in_channels=[64, 128, 256, 512], out_channels=64)
-    model.rpn_head.update(in_channels=64, feat_channels=64)
-    model.roi_head.bbox_roi_extractor.out_channels = 64
-    for head in model.roi_head.bbox_head:
-        head.update(in_channels=64, fc_out_channels=128, num_classes=6)
-    model.test_cfg.rpn.update(nms_pre=200, max_per_img=100)
-    return model
 
 
 def _checkpoint(model_cfg, path):
@@ -51,7 +38,7 @@ def models(scope, tmp_path_factory):
     for name in ('retinanet', 'faster_rcnn'):
         cfg = small_detector(load_config(DET_FAMILIES[name]).model)
         out[name] = (cfg, _checkpoint(cfg, root / f'{name}.pth'))
-    cfg = _small_cascade()
+    cfg = small_cascade(load_config(CASCADE).model)
     out['cascade'] = (cfg, _checkpoint(cfg, root / 'cascade.pth'))
     return out
 
@@ -65,16 +52,18 @@ def build(models, student, teacher, **terms):
 
 
 def test_teacher_tap_on_a_module_the_distiller_never_runs(models):
-    # RPN logits: the student's rpn_head runs, the teacher's never does
+    # a loss module never runs in a forward
     with pytest.raises(ValueError) as info:
         build(models, 'faster_rcnn', 'faster_rcnn', rpn=dict(
-            type='LogitKDLoss', student='rpn_head:0', teacher='rpn_head:0'))
+            type='FeatureMSELoss', student='neck',
+            teacher='rpn_head.loss_cls'))
     msg = str(info.value)
     assert msg.startswith(
-        'teacher tap "rpn_head:0" of distill term \'rpn\': rpn_head '
-        '(RPNHead) of the teacher (FasterRCNN) never runs in its forward '
-        'pass, so the tap would record nothing.')
-    assert "Modules of the teacher that ran: ['backbone', 'neck']" in msg
+        'teacher tap "rpn_head.loss_cls" of distill term \'rpn\': '
+        'rpn_head.loss_cls (CrossEntropyLoss) of the teacher (FasterRCNN) '
+        'never runs in its forward pass, so the tap would record nothing.')
+    assert "Modules of the teacher that ran: ['backbone', 'neck', " \
+        "'rpn_head']" in msg
     assert "DetDistiller runs the teacher's backbone and neck" in msg
 
 
@@ -92,27 +81,24 @@ def test_module_list_tap_names_the_stages_that_ran(models):
         'e.g. "roi_head.bbox_head.0:0".')
 
 
-def test_teacher_head_the_distiller_cannot_run(models):
-    # a cascade teacher's RoI head runs per stage: _bbox_forward(stage, x,
-    # rois) is not the one-stage call the distiller makes
+def test_cascade_taps_name_a_stage(models):
+    # a cascade's box heads run per stage, each on its own RoIs: a tap on
+    # the module list is refused, on either side, naming the stage taps
     with pytest.raises(ValueError) as info:
         build(models, 'faster_rcnn', 'cascade', cls=dict(
             type='LogitKDLoss', student='roi_head.bbox_head:0',
-            teacher='roi_head.bbox_head.0:0'))
-    msg = str(info.value)
-    assert msg.startswith(
-        'teacher tap "roi_head.bbox_head.0:0" (term \'cls\'): the '
-        "teacher's heads cannot run the way the distiller runs them "
-        '(TypeError: ')
-    assert 'tap its features instead, e.g. "neck" or "backbone:3"' in msg
-    # a cascade student gives no RoIs from one extractor
-    with pytest.raises(ValueError, match=r'teacher tap "roi_head.bbox_head.0'
-                       r':0" \(term \'cls\'\): .* \(CascadeRoIHead: a '
-                       'cascade runs one extractor per stage\\)'):
+            teacher='roi_head.bbox_head:0'))
+    assert str(info.value) == (
+        'teacher tap "roi_head.bbox_head:0" of distill term \'cls\': the '
+        "teacher's RoI head (CascadeRoIHead) has 3 box stages, each run on "
+        'its own RoIs; tap one stage, e.g. "roi_head.bbox_head.2:0" (the '
+        'last), or one term per stage.')
+    with pytest.raises(ValueError, match='student tap "roi_head.bbox_head:0"'
+                       ' of distill term \'cls\': the student\'s RoI head'):
         build(models, 'cascade', 'cascade', cls=dict(
-            type='LogitKDLoss', student='roi_head.bbox_head.0:0',
-            teacher='roi_head.bbox_head.0:0'))
-    # and a one-stage student has none at all
+            type='LogitKDLoss', student='roi_head.bbox_head:0',
+            teacher='roi_head.bbox_head.2:0'))
+    # and a one-stage student has no RoIs at all
     with pytest.raises(ValueError) as info:
         build(models, 'retinanet', 'faster_rcnn', cls=dict(
             type='LogitKDLoss', student='bbox_head:0',

@@ -5,11 +5,13 @@ from types import SimpleNamespace
 import torch
 
 from mokd_det.hooks import MKDMetaHook, MoKDAmortizedHook
-from mokd_det.optim import (AmpDOTOptimWrapper, AmpMKDOptimWrapper,
-                            AmpMoKDOptimWrapper, DOTOptimWrapper,
-                            MKDOptimWrapper, MoKDOptimWrapper)
+from mokd_det.optim import (AmpDOTOptimWrapper, AmpKDOptimWrapper,
+                            AmpMKDOptimWrapper, AmpMoKDOptimWrapper,
+                            DOTOptimWrapper, KDOptimWrapper, MKDOptimWrapper,
+                            MoKDOptimWrapper)
 
 METHODS = {
+    'kd': (KDOptimWrapper, AmpKDOptimWrapper, {}, []),
     'dot': (DOTOptimWrapper, AmpDOTOptimWrapper, dict(delta=0.075), []),
     'mokd_exact': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
                    dict(mode='exact'), []),
@@ -26,12 +28,18 @@ METHODS = {
 }
 
 
-def make_runner(method, model, amp=False, train_model=None, **kwargs):
-    """A minimal runner (model, optim_wrapper, hooks) for ``method``."""
+def make_runner(method, model, amp=False, train_model=None,
+                optimizer='sgd', **kwargs):
+    """A minimal runner (model, optim_wrapper, hooks) for ``method``, with
+    SGD (momentum 0.9) or ``optimizer='adamw'`` (lr 1e-4, as DETRs and
+    RTMDet ship)."""
     cls, amp_cls, defaults, hook_types = METHODS[method]
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9,
-                                weight_decay=1e-4)
+    if optimizer == 'adamw':
+        optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
+    else:
+        optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9,
+                                    weight_decay=1e-4)
     if amp:  # the AMP semantics, tested on the CPU
         kwargs = dict(kwargs, allow_cpu=True)
     wrapper = (amp_cls if amp else cls)(optimizer, **{**defaults, **kwargs})
