@@ -34,6 +34,9 @@ def retarget_detection_data(cfg: Config, data_root: str, work_dir: str,
         for t in ds.pipeline:
             if t['type'] == 'Resize':
                 t = dict(t, scale=img_scale)
+            elif t['type'] in ('RandomChoice', 'RandomChoiceResize',
+                               'RandomResize'):  # DETRs' multi-scale
+                t = dict(type='Resize', scale=img_scale, keep_ratio=True)
             if t['type'] == 'RandomFlip' and not flip:
                 continue
             pipeline.append(t)

@@ -3,7 +3,7 @@ iteration on generated data: the dataset swapped for the shapes set, tiny
 images, teachers from random checkpoints, and deep backbones made shallow
 (ResNet-50/101 -> 18, MobileNetV1 at width 0.25, ViTs to one 32-wide
 layer, RegNets to 400MF, Swins to one 32-wide block a stage, DINOs to two
-encoder and decoder layers and 100 queries) so that the whole set runs
+encoder and decoder layers and 50 queries) so that the whole set runs
 in minutes on a CPU; the architectures' families, heads, taps, necks and
 optim wrappers are the configs' own. A new config is covered automatically;
 one missing from the README's table fails.
@@ -58,10 +58,10 @@ def _tiny(model_cfg) -> None:
                         num_heads=[1, 2, 4, 8], window_size=4, with_cp=False,
                         pretrain_img_size=64)
         model_cfg.neck.in_channels = [32 * 2**i for i in levels]
-    if model_cfg.get('type') == 'DINO':  # 2 + 2 layers, 100 queries
+    if model_cfg.get('type') == 'DINO':  # 2 + 2 layers, 50 queries
         model_cfg.encoder.num_layers = model_cfg.decoder.num_layers = 2
-        model_cfg.num_queries = 100
-        model_cfg.test_cfg.max_per_img = 100
+        model_cfg.num_queries = 50
+        model_cfg.test_cfg.max_per_img = 50
     if 'head' in model_cfg and 'num_classes' in model_cfg.head:
         # the generated set's 6 classes (Mixup/CutMix one-hot to them)
         model_cfg.head.num_classes = 6

@@ -17,6 +17,7 @@ import copy
 
 import pytest
 import torch
+from mmengine.logging import MessageHub
 from mmengine.registry import DefaultScope
 
 from mokd_det.distillers import ClsDistiller, DetDistiller
@@ -183,6 +184,9 @@ def test_pair_distils_under_method(pair, method, optimizer, teachers):
         extra = dict(interval=1) if method == 'mkd' else {}
         runner = make_runner(method, model, optimizer=optimizer, **extra)
         x, y = _cls_batch(model) if cls else det_batch(model, **options)
+        # the epoch the Runner's loop would publish (TOOD's assigner
+        # switches on it)
+        MessageHub.get_current_instance().update_info('epoch', 0)
         before = {k: v.clone() for k, v in model.student.state_dict().items()}
         logs = train(runner, [(x, y)])
     log = logs[0]
