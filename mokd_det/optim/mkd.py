@@ -47,8 +47,9 @@ own formulation** and does not claim to reproduce the paper:
   dL_task(theta')/dlambda = -xi <grad_theta L_distill(theta), v> (one more
   forward-backward per meta update). The temperatures' meta-gradient is
   then taken through lambda * L_distill. With it the temperatures are
-  optional, so MKD also runs on models without a logit term (a cascade, a
-  DETR: feature terms only).
+  optional, so MKD also runs on models without a logit term (feature
+  terms only). Cascades (per-stage RoI logits) and DETRs (``QueryKDLoss``)
+  have logit terms too, and learn their temperatures like any other.
 
 Measured (the paired CPU detection proxy, ``benchmarks/RESULTS.md``, issue
 12), and why the weight was added:
