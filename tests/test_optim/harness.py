@@ -10,8 +10,10 @@ from mokd_det.optim import (AmpDOTOptimWrapper, AmpKDOptimWrapper,
                             DOTOptimWrapper, KDOptimWrapper, MKDOptimWrapper,
                             MoKDOptimWrapper)
 
+#: vanilla KD, for tests that run it beside the methods
+KD = (KDOptimWrapper, AmpKDOptimWrapper, {}, [])
+
 METHODS = {
-    'kd': (KDOptimWrapper, AmpKDOptimWrapper, {}, []),
     'dot': (DOTOptimWrapper, AmpDOTOptimWrapper, dict(delta=0.075), []),
     'mokd_exact': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
                    dict(mode='exact'), []),
@@ -30,10 +32,12 @@ METHODS = {
 
 def make_runner(method, model, amp=False, train_model=None,
                 optimizer='sgd', **kwargs):
-    """A minimal runner (model, optim_wrapper, hooks) for ``method``, with
+    """A minimal runner (model, optim_wrapper, hooks) for ``method`` (one
+    of :data:`METHODS`, or ``'kd'``), with
     SGD (momentum 0.9) or ``optimizer='adamw'`` (lr 1e-4, as DETRs and
     RTMDet ship)."""
-    cls, amp_cls, defaults, hook_types = METHODS[method]
+    cls, amp_cls, defaults, hook_types = KD if method == 'kd' else \
+        METHODS[method]
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == 'adamw':
         optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
