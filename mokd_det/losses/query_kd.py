@@ -29,7 +29,10 @@ teacher's predictions in place of ground truth). Here:
   layer with the last layer's matching (``layers='all'``, the auxiliary
   outputs: student layer l against teacher layer l).
 
-The matching is not differentiated through (it is an assignment).
+The matching is not differentiated through (it is an assignment). A
+non-finite prediction gets a fixed high cost, so that the matching still
+exists and the loss comes out non-finite, which the KD optim wrappers skip,
+instead of the solver raising mid-training.
 Temperatures, learnable ones (MKD) included, work as in
 :class:`LogitKDLoss`.
 """
@@ -44,6 +47,8 @@ from torch import Tensor
 from .logit_kd import LogitKDLoss
 
 _LAYERS = ('last', 'all')
+#: the cost of a pair with a non-finite prediction
+_UNMATCHABLE = 1e6
 
 
 def match_queries(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
@@ -74,6 +79,10 @@ def match_queries(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
         cost = cost + cls_weight * torch.cdist(
             act(s_logits.float()), act(t_logits.float()),
             p=1) / s_logits.size(-1)
+    # non-finite predictions: any matching (the loss is then non-finite
+    # and the KD optim wrappers skip the step) rather than a solver error
+    cost = torch.nan_to_num(cost, nan=_UNMATCHABLE, posinf=_UNMATCHABLE,
+                            neginf=_UNMATCHABLE)
     rows, cols = linear_sum_assignment(cost.cpu().numpy())
     device = s_logits.device
     return (torch.as_tensor(rows, device=device, dtype=torch.long),

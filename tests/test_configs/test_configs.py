@@ -81,6 +81,9 @@ def _random_teacher(cfg, scope, path):
     _tiny(teacher)
     with DefaultScope.overwrite_default_scope(scope):
         model = _registry(scope).build(copy.deepcopy(teacher))
+    # parameters some models allocate uninitialised (DINO's level
+    # embeddings) get their values here, as in a trained checkpoint
+    model.init_weights()
     torch.save(dict(state_dict=model.state_dict()), path)
     cfg.model.teacher = dict(model=teacher, checkpoint=path)
 

@@ -97,3 +97,18 @@ def test_wrong_inputs_say_what_to_tap():
         loss(torch.zeros(2, 1, 5, 3), torch.zeros(2, 1, 5, 3))
     with pytest.raises(ValueError, match="layers must be 'last' or 'all'"):
         QueryKDLoss(layers='first')
+
+
+def test_non_finite_predictions_give_a_non_finite_loss_not_an_error():
+    g = torch.Generator().manual_seed(3)
+    t_boxes, t_cls = _boxes(4, g), torch.randn(4, 3, generator=g)
+    s_cls = torch.randn(4, 3, generator=g)
+    s_boxes = t_boxes.clone()
+    s_boxes[1] = float('nan')
+    value = QueryKDLoss(activation='sigmoid')(
+        _head_output(s_cls, s_boxes), _head_output(t_cls, t_boxes))
+    assert torch.isfinite(value)  # boxes are not distilled, logits are
+    s_cls[2, 0] = float('nan')
+    value = QueryKDLoss(activation='sigmoid')(
+        _head_output(s_cls, s_boxes), _head_output(t_cls, t_boxes))
+    assert not torch.isfinite(value)
