@@ -36,3 +36,33 @@ def _repo_cwd(monkeypatch):
     """Configs use repo-relative paths (configs/..., data/...)."""
     monkeypatch.chdir(REPO_ROOT)
     os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+
+@pytest.fixture(autouse=True)
+def _fresh_visualizers():
+    """Each test's Runners build their own visualizer. mmdet's runtime
+    config names its visualizer 'visualizer', and mmengine hands back an
+    existing instance of that name, whose files live in the work dir of
+    the first test that built one (removed once that test passed:
+    ``tmp_path_retention_policy`` in pytest.ini)."""
+    yield
+    from mmengine.visualization import Visualizer
+    classes = [Visualizer]
+    while classes:
+        cls = classes.pop()
+        cls._instance_dict.clear()
+        classes.extend(cls.__subclasses__())
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _unformatted_config_dumps():
+    """Config dumps without yapf. Each Runner formats its config about five
+    times (the log, the work-dir copy, the visualizer, every checkpoint),
+    about 1.6 s each for a detection distiller: half of a one-iteration
+    config test. The dumped text is the same Python, unformatted (what
+    mmengine writes with ``format_python_code=False``)."""
+    from mmengine.config import config
+    formatted = config.FormatCode
+    config.FormatCode = lambda text, **kwargs: (text, False)
+    yield
+    config.FormatCode = formatted

@@ -75,22 +75,38 @@ def _registry(scope):
     return MODELS
 
 
-def _random_teacher(cfg, scope, path):
+@pytest.fixture(scope='module')
+def random_teachers(tmp_path_factory):
+    """Random teacher checkpoints, one per (shrunk) teacher model: the
+    configs of one pair share it."""
+    return dict(root=tmp_path_factory.mktemp('teachers'), paths={})
+
+
+def _random_teacher(cfg, scope, cache):
     """Replaces the teacher's checkpoint by a random one of its model."""
     teacher = teacher_model_cfg(cfg.model.teacher)
     _tiny(teacher)
+    key = (scope, repr(teacher.to_dict()))
+    if key not in cache['paths']:
+        path = str(cache['root'] / f'teacher{len(cache["paths"])}.pth')
+        _save_random(teacher, scope, path)
+        cache['paths'][key] = path
+    cfg.model.teacher = dict(model=teacher, checkpoint=cache['paths'][key])
+
+
+def _save_random(teacher, scope, path):
     with DefaultScope.overwrite_default_scope(scope):
         model = _registry(scope).build(copy.deepcopy(teacher))
     # parameters some models allocate uninitialised (DINO's level
     # embeddings) get their values here, as in a trained checkpoint
     model.init_weights()
     torch.save(dict(state_dict=model.state_dict()), path)
-    cfg.model.teacher = dict(model=teacher, checkpoint=path)
 
 
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds_and_trains_one_iteration(path, shapes_det_root,
-                                                shapes_cls_root, tmp_path):
+                                                shapes_cls_root,
+                                                random_teachers, tmp_path):
     cfg = Config.fromfile(path)
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmpretrain':
@@ -113,11 +129,15 @@ def test_config_builds_and_trains_one_iteration(path, shapes_det_root,
     for key in ('val', 'test'):
         cfg[f'{key}_dataloader'] = cfg[f'{key}_cfg'] = None
         cfg[f'{key}_evaluator'] = None
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=1)
+    # no full checkpoint (a few hundred MB a config; the wrappers' and
+    # hooks' state in checkpoints is tested by the resume tests); the
+    # student export below is this test's
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=-1,
+                                        save_last=False)
     is_distiller = 'teacher' in cfg.model
     if is_distiller:
         _tiny(cfg.model.student)
-        _random_teacher(cfg, scope, str(tmp_path / 'teacher.pth'))
+        _random_teacher(cfg, scope, random_teachers)
     else:
         _tiny(cfg.model)
     runner = Runner.from_cfg(cfg)
