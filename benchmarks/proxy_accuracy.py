@@ -61,6 +61,10 @@ def parse_args(argv=None):
     p.add_argument('--rerun', default=None, metavar='RUN',
                    help='train RUN of the first seed twice and report the '
                    'run-to-run difference (determinism)')
+    p.add_argument('--reference', default='kd', metavar='RUN',
+                   help='the run every other is paired with (default: kd; '
+                   'e.g. kd@adamw for a study of AdamW students); it must '
+                   'be one of the runs')
     p.add_argument('--jobs', type=int, default=None,
                    help="runs in parallel (default: the preset's)")
     p.add_argument('--threads', type=int, default=None,
@@ -104,6 +108,9 @@ def plan_runs(args, preset) -> tuple:
         names += [n for n in grid(args.grid) if n not in names]
     for name in names:
         parse_run(name)  # fails early on a typo
+    if args.reference != 'kd' and args.reference not in names:
+        raise SystemExit(f'[proxy] --reference {args.reference} is not one '
+                         f'of the runs ({" ".join(names)}): add it to --runs')
     return names, seeds
 
 
@@ -128,16 +135,18 @@ def report(study, preset_name, names, seeds, args, minutes) -> dict:
         per_seed = {s: study.score(name, s) for s in seeds}
         scores[name] = {s: v for s, v in per_seed.items() if v is not None}
     scores = {k: v for k, v in scores.items() if v}
-    summary = stats.paired_summary(scores, reference='kd')
+    summary = stats.paired_summary(scores, reference=args.reference)
     teacher = study.score('teacher', 0)
+    label = 'KD' if args.reference == 'kd' else args.reference
     rows = [['teacher', f'{scale * teacher:.2f}', '-', '-', '-', '-']] + \
-        stats.format_rows(summary, scale=scale)
-    table = markdown_table(stats.HEADER, rows)
+        stats.format_rows(summary, scale=scale, reference=label)
+    table = markdown_table(stats.header(label), rows)
     print(f'\n[proxy] preset {preset_name}, seeds {seeds}, '
           f'{study.family.unit}; {minutes:.1f} min\n')
     print(table)
     out = dict(preset=preset_name, unit=study.family.unit, scale=scale,
                seeds=seeds, teacher=teacher, runs=summary, minutes=minutes,
+               reference=args.reference,
                command=' '.join(['python'] + sys.argv), table=table)
     if 'scratch' in summary and teacher is not None:
         out['teacher_lead'] = teacher - summary['scratch']['mean']

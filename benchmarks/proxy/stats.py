@@ -72,21 +72,24 @@ def paired_summary(scores: Dict[str, Dict[int, float]],
     return out
 
 
-def verdict(row: dict) -> str:
-    """``beats KD`` / ``below KD`` / ``inside`` / ``n/a`` for a summary row."""
+def verdict(row: dict, reference: str = 'KD') -> str:
+    """``beats KD`` / ``below KD`` / ``not separated`` / ``n/a`` for a
+    summary row (``reference`` names what the row is paired with)."""
     if row.get('diff_low') is None:
         return 'n/a'
     if row['diff_low'] > 0:
-        return 'beats KD'
+        return f'beats {reference}'
     if row['diff_high'] < 0:
-        return 'below KD'
+        return f'below {reference}'
     return 'not separated'
 
 
 def format_rows(summary: Dict[str, dict], scale: float = 100.0,
-                order: Optional[List[str]] = None) -> List[list]:
+                order: Optional[List[str]] = None,
+                reference: str = 'KD') -> List[list]:
     """Markdown rows: run, mean, std, per seed, paired diff [interval],
-    verdict; scores multiplied by ``scale`` (mAP x100)."""
+    verdict; scores multiplied by ``scale`` (mAP x100); ``reference``
+    names the run paired with in the verdicts."""
     rows = []
     for name in order or list(summary):
         row = summary[name]
@@ -101,9 +104,15 @@ def format_rows(summary: Dict[str, dict], scale: float = 100.0,
             diff = '-'
         rows.append([name, f'{scale * row["mean"]:.2f}',
                      f'{scale * row["std"]:.2f}', seeds, diff,
-                     verdict(row) if 'diff_mean' in row else '-'])
+                     verdict(row, reference) if 'diff_mean' in row
+                     else '-'])
     return rows
 
 
-HEADER = ['run', 'mean', 'seed std', 'per seed',
-          'paired diff to KD [95% CI]', 'verdict']
+def header(reference: str = 'KD') -> List[str]:
+    """The columns of :func:`format_rows`."""
+    return ['run', 'mean', 'seed std', 'per seed',
+            f'paired diff to {reference} [95% CI]', 'verdict']
+
+
+HEADER = header()
