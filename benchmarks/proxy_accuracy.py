@@ -28,6 +28,8 @@ Examples:
     python benchmarks/proxy_accuracy.py --preset cpu --quick --runs mkd
     python benchmarks/proxy_accuracy.py --preset cpu \\
         --grid kd,pkd:sgd,dot,mokd-amortized
+    python benchmarks/proxy_accuracy.py --preset cpu --runs kd@adamw \\
+        mokd-exact@adamw --reference kd@adamw
 """
 import argparse
 import json

@@ -113,6 +113,3 @@ def header(reference: str = 'KD') -> List[str]:
     """The columns of :func:`format_rows`."""
     return ['run', 'mean', 'seed std', 'per seed',
             f'paired diff to {reference} [95% CI]', 'verdict']
-
-
-HEADER = header()
