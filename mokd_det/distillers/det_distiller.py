@@ -109,7 +109,8 @@ class DetDistiller(BaseDistiller):
                                 ('teacher', self.teacher)):
                 _check_stage(term, role, model)
             taps.append(roi_tap(self._student_stage(term)))
-        self._teacher_stages()  # one RoI set per teacher stage
+        # one RoI set per teacher stage; run_teacher_heads reads it each step
+        self._stage_rois = self._teacher_stages()
         return sorted(set(taps), key=str)
 
     def _teacher_stages(self) -> Dict[Optional[int], Tap]:
@@ -183,7 +184,7 @@ class DetDistiller(BaseDistiller):
                 self.teacher.bbox_head(feats)
             if self._needs('rpn_head'):
                 self.teacher.rpn_head(feats)
-        for stage, rois in self._teacher_stages().items():
+        for stage, rois in self._stage_rois.items():
             _, boxes = self.student_taps.get(rois)[:2]
             if stage is None:
                 self.teacher.roi_head._bbox_forward(feats, boxes)
