@@ -175,10 +175,9 @@ def small_mask_rcnn(width: int = 64):
     return model
 
 
-def det_batch(model, size: int = 128, masks: bool = False, seed: int = 0):
-    """A batch of two random images with two boxes each (and their box
-    masks), through ``model``'s data preprocessor: ``(inputs,
-    data_samples)``."""
+def det_samples(size: int = 128, masks: bool = False, seed: int = 0):
+    """Two random images with two boxes each (and their box masks), as a
+    data loader gives them: ``(uint8 images, data_samples)``."""
     import torch
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
@@ -201,6 +200,37 @@ def det_batch(model, size: int = 128, masks: bool = False, seed: int = 0):
         images.append(torch.randint(0, 255, (3, size, size), generator=gen,
                                     dtype=torch.uint8))
         samples.append(sample)
+    return images, samples
+
+
+def det_batch(model, **kwargs):
+    """:func:`det_samples` through ``model``'s data preprocessor, for
+    calling ``model.loss`` directly: ``(inputs, data_samples)``."""
+    images, samples = det_samples(**kwargs)
     data = model.data_preprocessor(dict(inputs=images, data_samples=samples),
                                    training=True)
     return data['inputs'], data['data_samples']
+
+
+def save_random_checkpoint(model_cfg, path: str, scope: str = 'mmdet',
+                           seed: Optional[int] = None) -> str:
+    """Builds ``model_cfg`` in ``scope`` ('mmdet' or 'mmpretrain'),
+    initialises it as the Runner does (``init_weights``: DINO allocates its
+    level embeddings uninitialised, NaN matching costs without it) and
+    saves its weights as a checkpoint at ``path``; returns ``path``.
+    ``seed`` seeds torch first."""
+    import copy
+
+    import torch
+    from mmengine.registry import DefaultScope
+    if scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
+    else:
+        from mmdet.registry import MODELS
+    if seed is not None:
+        torch.manual_seed(seed)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(copy.deepcopy(model_cfg))
+    model.init_weights()
+    torch.save(dict(state_dict=model.state_dict()), path)
+    return path

@@ -8,21 +8,18 @@ in minutes on a CPU; the architectures' families, heads, taps, necks and
 optim wrappers are the configs' own. A new config is covered automatically;
 one missing from the README's table fails.
 """
-import copy
 import os.path as osp
 import re
 from glob import glob
 
 import pytest
-import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
 from mokd_det.distillers.teacher import teacher_model_cfg
 from mokd_det.utils import dropped_base_hooks
 from tests.helpers import (REPO_ROOT, retarget_classification_data,
-                           retarget_detection_data)
+                           retarget_detection_data, save_random_checkpoint)
 
 CONFIGS = sorted(
     osp.relpath(p, REPO_ROOT)
@@ -67,14 +64,6 @@ def _tiny(model_cfg) -> None:
         model_cfg.head.num_classes = 6
 
 
-def _registry(scope):
-    if scope == 'mmpretrain':
-        from mmpretrain.registry import MODELS
-    else:
-        from mmdet.registry import MODELS
-    return MODELS
-
-
 @pytest.fixture(scope='module')
 def random_teachers(tmp_path_factory):
     """Random teacher checkpoints, one per (shrunk) teacher model: the
@@ -88,19 +77,10 @@ def _random_teacher(cfg, scope, cache):
     _tiny(teacher)
     key = (scope, repr(teacher.to_dict()))
     if key not in cache['paths']:
-        path = str(cache['root'] / f'teacher{len(cache["paths"])}.pth')
-        _save_random(teacher, scope, path)
-        cache['paths'][key] = path
+        cache['paths'][key] = save_random_checkpoint(
+            teacher, str(cache['root'] / f'teacher{len(cache["paths"])}.pth'),
+            scope)
     cfg.model.teacher = dict(model=teacher, checkpoint=cache['paths'][key])
-
-
-def _save_random(teacher, scope, path):
-    with DefaultScope.overwrite_default_scope(scope):
-        model = _registry(scope).build(copy.deepcopy(teacher))
-    # parameters some models allocate uninitialised (DINO's level
-    # embeddings) get their values here, as in a trained checkpoint
-    model.init_weights()
-    torch.save(dict(state_dict=model.state_dict()), path)
 
 
 @pytest.mark.parametrize('path', CONFIGS)

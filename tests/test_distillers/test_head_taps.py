@@ -12,8 +12,8 @@ from mmengine.registry import DefaultScope
 from mokd_det.distillers import DetDistiller
 from mokd_det.losses import LogitKDLoss, QueryKDLoss
 from mokd_det.utils import load_config
-from tests.helpers import (DET_FAMILIES, det_batch, small_cascade,
-                           small_detector, small_dino)
+from tests.helpers import (DET_FAMILIES, det_batch, save_random_checkpoint,
+                           small_cascade, small_detector, small_dino)
 
 CASCADE = 'mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py'
 DINO = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
@@ -21,7 +21,6 @@ DINO = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
 
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
-    from mmdet.registry import MODELS
     root = tmp_path_factory.mktemp('heads')
     cfgs = dict(
         faster_rcnn=small_detector(
@@ -30,15 +29,10 @@ def models(tmp_path_factory):
         dino=small_dino(load_config(DINO).model),
         dino_wide=small_dino(load_config(DINO).model, ffn=512,
                              num_queries=30))
-    out = {}
+    out = {name: (cfg, save_random_checkpoint(cfg, str(root / f'{name}.pth'),
+                                              seed=0))
+           for name, cfg in cfgs.items()}
     with DefaultScope.overwrite_default_scope('mmdet'):
-        for name, cfg in cfgs.items():
-            torch.manual_seed(0)
-            path = str(root / f'{name}.pth')
-            model = MODELS.build(copy.deepcopy(cfg))
-            model.init_weights()  # DINO's (NaN costs without it)
-            torch.save(dict(state_dict=model.state_dict()), path)
-            out[name] = (cfg, path)
         yield out
 
 

@@ -22,8 +22,9 @@ from mmengine.registry import DefaultScope
 
 from mokd_det.distillers import ClsDistiller, DetDistiller
 from mokd_det.utils import load_config
-from tests.helpers import (det_batch, small_cascade, small_detector,
-                           small_dino, small_mask_rcnn)
+from tests.helpers import (det_samples, save_random_checkpoint,
+                           small_cascade, small_detector, small_dino,
+                           small_mask_rcnn)
 from tests.test_optim.harness import make_runner, train
 
 
@@ -129,36 +130,19 @@ CASES = [(pair, method, 'sgd') for pair in PAIRS for method in METHODS] + [
 def teachers(tmp_path_factory):
     """Each pair's teacher checkpoint (random weights, seeded)."""
     root = tmp_path_factory.mktemp('reach')
-    paths = {}
-    for pair, (_, teacher, *_rest) in PAIRS.items():
-        scope = 'mmpretrain' if pair.startswith('mmpretrain') else 'mmdet'
-        with DefaultScope.overwrite_default_scope(scope):
-            registry = _registry(scope)
-            torch.manual_seed(1)
-            model = registry.build(teacher())
-            model.init_weights()
-        paths[pair] = str(root / f'{pair}.pth')
-        torch.save(dict(state_dict=model.state_dict()), paths[pair])
-    return paths
+    return {pair: save_random_checkpoint(
+                teacher(), str(root / f'{pair}.pth'), 'mmpretrain'
+                if pair.startswith('mmpretrain') else 'mmdet', seed=1)
+            for pair, (_, teacher, *_rest) in PAIRS.items()}
 
 
-def _registry(scope):
-    if scope == 'mmpretrain':
-        from mmpretrain.registry import MODELS
-    else:
-        from mmdet.registry import MODELS
-    return MODELS
-
-
-def _cls_batch(model):
+def _cls_samples():
+    """Two random images and their labels, as a data loader gives them."""
     from mmpretrain.structures import DataSample
     gen = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 255, (3, 64, 64), generator=gen,
                             dtype=torch.uint8) for _ in range(2)]
-    samples = [DataSample().set_gt_label(label) for label in (2, 4)]
-    data = model.data_preprocessor(dict(inputs=images, data_samples=samples),
-                                   training=True)
-    return data['inputs'], data['data_samples']
+    return images, [DataSample().set_gt_label(label) for label in (2, 4)]
 
 
 @pytest.mark.parametrize('pair,method,optimizer', CASES,
@@ -183,7 +167,8 @@ def test_pair_distils_under_method(pair, method, optimizer, teachers):
         model.init_weights()  # as the Runner does
         extra = dict(interval=1) if method == 'mkd' else {}
         runner = make_runner(method, model, optimizer=optimizer, **extra)
-        x, y = _cls_batch(model) if cls else det_batch(model, **options)
+        # raw, as a data loader gives them: train_step preprocesses
+        x, y = _cls_samples() if cls else det_samples(**options)
         # the epoch the Runner's loop would publish (TOOD's assigner
         # switches on it)
         MessageHub.get_current_instance().update_info('epoch', 0)

@@ -13,7 +13,8 @@ from mmengine.registry import DefaultScope
 from mokd_det.distillers import DetDistiller
 from mokd_det.distillers.probe import probe_taps
 from mokd_det.utils import load_config
-from tests.helpers import DET_FAMILIES, small_cascade, small_detector
+from tests.helpers import (DET_FAMILIES, det_samples, small_cascade,
+                           small_detector)
 
 CASCADE = 'mmdet::cascade_rcnn/cascade-rcnn_r50_fpn_1x_coco.py'
 
@@ -174,27 +175,13 @@ def test_mkd_trains_a_cascade_on_feature_terms_alone(models):
     give. With its learnt distillation weight (the default) it trains on
     the FPN term alone: two iterations through train_step and the meta
     hook, lambda moved, everything finite."""
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-
     from tests.test_optim.harness import make_runner, train
     model = build(models, 'cascade', 'cascade', fpn=dict(
         type='FeatureMSELoss', student='neck', teacher='neck',
         neck=dict(type='SubspaceProjectionNeck')))
     runner = make_runner('mkd', model, interval=1)
     assert runner.optim_wrapper.temperatures == {}
-    gen = torch.Generator().manual_seed(0)
-    batches = []
-    for _ in range(2):
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(128, 128), pad_shape=(128, 128),
-            batch_input_shape=(128, 128), scale_factor=(1., 1.)))
-        sample.gt_instances = InstanceData(
-            bboxes=torch.tensor([[8., 8., 70., 90.], [40., 30., 120., 100.]]),
-            labels=torch.tensor([2, 4]))
-        image = torch.randint(0, 255, (3, 128, 128), generator=gen,
-                              dtype=torch.uint8)
-        batches.append(([image], [sample]))
+    batches = [det_samples(seed=seed) for seed in (0, 1)]
     weight = float(runner.optim_wrapper.distill_weight())
     logs = train(runner, batches)
     assert runner.optim_wrapper.meta_updates == 2
