@@ -176,12 +176,13 @@ class DetDistiller(BaseDistiller):
     def run_teacher_heads(self, feats: Any, reused: bool = False,
                           data_samples: Optional[list] = None) -> None:
         if not reused:
-            if self._needs('bbox_head') and is_detr(self.teacher):
-                # a DETR head reads the transformer's outputs
-                self.teacher.bbox_head(**self.teacher.forward_transformer(
-                    feats, data_samples))
-            elif self._needs('bbox_head'):
-                self.teacher.bbox_head(feats)
+            if self._needs('bbox_head'):
+                if is_detr(self.teacher):  # on its transformer's outputs
+                    self.teacher.bbox_head(
+                        **self.teacher.forward_transformer(feats,
+                                                           data_samples))
+                else:
+                    self.teacher.bbox_head(feats)
             if self._needs('rpn_head'):
                 self.teacher.rpn_head(feats)
         for stage, rois in self._stage_rois.items():
