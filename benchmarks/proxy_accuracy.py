@@ -30,6 +30,12 @@ Examples:
         --grid kd,pkd:sgd,dot,mokd-amortized
     python benchmarks/proxy_accuracy.py --preset cpu --runs kd@adamw \\
         mokd-exact@adamw --reference kd@adamw
+    python benchmarks/proxy_accuracy.py --preset cpu --runs kd kd-tuned \\
+        mokd-exact --reference kd-tuned
+
+``<run>-tuned`` is the run's point chosen on the tuning seeds by
+``benchmarks/proxy_tune.py`` (``benchmarks/proxy/tuning.py``); a study on
+one of those seeds is refused.
 """
 import argparse
 import json
@@ -39,7 +45,7 @@ import sys
 import time
 
 from common import ROOT, markdown_table
-from proxy import stats
+from proxy import stats, tuning
 from proxy.families import FAMILIES
 from proxy.presets import PRESETS, QUICK
 from proxy.runs import STUDY, grid, parse_run
@@ -67,6 +73,9 @@ def parse_args(argv=None):
                    help='the run every other is paired with (default: kd; '
                    'e.g. kd@adamw for a study of AdamW students); it must '
                    'be one of the runs')
+    p.add_argument('--tuned', default=None, metavar='JSON',
+                   help='the tuned points that <run>-tuned names (default: '
+                   'benchmarks/results/tuned_<preset>.json)')
     p.add_argument('--jobs', type=int, default=None,
                    help="runs in parallel (default: the preset's)")
     p.add_argument('--threads', type=int, default=None,
@@ -95,11 +104,13 @@ def parse_args(argv=None):
         except (ValueError, AssertionError):
             p.error(f'--shard {args.shard}: expected I/N with 0 <= I < N')
         args.shard = (i, n)
+    args.tuned = args.tuned or tuning.tuned_file(args.preset)
     return args
 
 
 def plan_runs(args, preset) -> tuple:
-    """``(names, seeds)`` of the students to train."""
+    """``(names, seeds)`` of the students to train (a ``<run>-tuned`` name
+    stays as it is: :func:`proxy.tuning.resolve` gives its run)."""
     seeds = args.seeds or (QUICK['seeds'] if args.quick else preset['seeds'])
     if args.quick:
         names = ['kd'] + [r for r in (args.runs or ['mokd-amortized'])
@@ -108,11 +119,11 @@ def plan_runs(args, preset) -> tuple:
         names = list(args.runs or (STUDY if not args.grid else ['kd']))
     if args.grid:
         names += [n for n in grid(args.grid) if n not in names]
-    for name in names:
-        parse_run(name)  # fails early on a typo
     if args.reference != 'kd' and args.reference not in names:
         raise SystemExit(f'[proxy] --reference {args.reference} is not one '
                          f'of the runs ({" ".join(names)}): add it to --runs')
+    for name in names:
+        parse_run(tuning.resolve(name, args.tuned, seeds))  # a typo fails
     return names, seeds
 
 
@@ -134,7 +145,8 @@ def report(study, preset_name, names, seeds, args, minutes) -> dict:
     scale = study.family.scale
     scores = {}
     for name in names:
-        per_seed = {s: study.score(name, s) for s in seeds}
+        run = tuning.resolve(name, args.tuned)
+        per_seed = {s: study.score(run, s) for s in seeds}
         scores[name] = {s: v for s, v in per_seed.items() if v is not None}
     scores = {k: v for k, v in scores.items() if v}
     summary = stats.paired_summary(scores, reference=args.reference)
@@ -149,7 +161,9 @@ def report(study, preset_name, names, seeds, args, minutes) -> dict:
     out = dict(preset=preset_name, unit=study.family.unit, scale=scale,
                seeds=seeds, teacher=teacher, runs=summary, minutes=minutes,
                reference=args.reference,
-               command=' '.join(['python'] + sys.argv), table=table)
+               command=' '.join(['python'] + sys.argv), table=table,
+               tuned={n: tuning.resolve(n, args.tuned) for n in names
+                      if n.endswith(tuning.SUFFIX)})
     if 'scratch' in summary and teacher is not None:
         out['teacher_lead'] = teacher - summary['scratch']['mean']
     if args.rerun:
@@ -181,7 +195,8 @@ def main(argv=None):
     study = Study(preset, FAMILIES[preset['family']], work_dir)
     if not args.plan:  # the plan needs the spec, not the images
         study.ensure_data()
-    runs = [(n, s) for s in seeds for n in names]
+    runs = [(tuning.resolve(n, args.tuned), s) for s in seeds
+            for n in names]
     if args.rerun:
         runs.append((args.rerun + '~1', seeds[0]))
     if args.shard:
@@ -196,9 +211,7 @@ def main(argv=None):
     if args.shard and args.shard[0] != 0:
         while study.metrics('teacher', 0) is None:  # shard 0 trains it
             time.sleep(30)
-    if study.run_all([('teacher', 0)], jobs=1,
-                     threads=preset['jobs'] * preset['threads']):
-        raise SystemExit('[proxy] the teacher failed: nothing to distil')
+    study.ensure_teacher()
     first = [r for r in runs if r == ('scratch', seeds[0])]
     failed = study.run_all(first, preset['jobs'], preset['threads'])
     check_gap(study, preset, seeds[0])

@@ -47,7 +47,8 @@ DET_CPU = dict(
     teacher_epochs=20, student_epochs=8,
     optimizer=_SGD, clip_grad=dict(max_norm=35, norm_type=2),
     warmup_iters=100, min_lr_ratio=0.01, log_interval=20,
-    seeds=[0, 1, 2], min_gap=10.0, jobs=2, threads=1)
+    seeds=[0, 1, 2], tune_seeds=[100, 101], min_gap=10.0, jobs=2,
+    threads=1)
 
 CLS_CPU = dict(
     family='cls',
@@ -59,7 +60,8 @@ CLS_CPU = dict(
     teacher_epochs=30, student_epochs=10,
     optimizer=dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
     warmup_iters=50, min_lr_ratio=0.01, log_interval=20,
-    seeds=[0, 1, 2], min_gap=10.0, jobs=2, threads=1)
+    seeds=[0, 1, 2], tune_seeds=[100, 101], min_gap=10.0, jobs=2,
+    threads=1)
 
 
 def _smoke(preset: dict, **data) -> dict:
@@ -98,7 +100,8 @@ PRESETS = {
         teacher_epochs=24, student_epochs=12,
         optimizer=_SGD, clip_grad=dict(max_norm=35, norm_type=2),
         warmup_iters=200, min_lr_ratio=0.01, log_interval=50,
-        seeds=[0, 1, 2], min_gap=10.0, jobs=8, threads=2),
+        seeds=[0, 1, 2], tune_seeds=[100, 101], min_gap=10.0, jobs=8,
+        threads=2),
 }
 
 #: quick mode: two runs paired, two seeds, for iterating on one method

@@ -27,6 +27,11 @@ ablations (``kd+mokd-exact@step_scale=K+min_weight=0.001``,
 ``optim_wrapper``, or from the config's root when it starts with ``cfg.``)
 or the name of a set in :data:`VARIANTS`. ``groups=terms`` names the task
 and each of the loss's terms (``('task', 'distill.fpn', 'distill.cls')``).
+Two keys multiply instead of set, after every other option (so
+``kd@adamw+lrx=2`` is AdamW at twice AdamW's learning rate): ``wx=X``
+multiplies every distillation term's ``loss_weight`` (1 where unset) by X,
+``lrx=X`` the optimizer's learning rate. They are the axes of the tuned
+baselines (``benchmarks/proxy_tune.py``).
 
 Both halves come from the shipped leaf configs of a preset's family
 (``configs/quickstart/<method>_...`` for detection): the loss's
@@ -89,10 +94,20 @@ def split_options(name: str) -> Tuple[str, Dict[str, object]]:
     return base, options
 
 
+#: options that multiply a value of the composed config (applied last)
+MULTIPLIERS = ('wx', 'lrx')
+
+
 def apply_options(cfg: Config, name: str) -> None:
     """Applies run ``name``'s options (see the module docstring) to its
-    composed config, in place."""
+    composed config, in place.
+
+    Raises:
+        ValueError: A multiplier that is not a positive number, or ``wx``
+            on a run without distillation terms.
+    """
     _, options = split_options(name)
+    factors = {k: options.pop(k) for k in MULTIPLIERS if k in options}
     for key, value in options.items():
         if key == 'groups' and value == 'terms':
             value = ('task', ) + tuple(
@@ -103,6 +118,20 @@ def apply_options(cfg: Config, name: str) -> None:
         for part in path[:-1]:
             node = node.setdefault(part, ConfigDict())
         node[path[-1]] = value
+    for key, factor in factors.items():
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) \
+                or not factor > 0:
+            raise ValueError(f'run {name!r}: {key}={factor!r} must be a '
+                             'positive number')
+        if key == 'lrx':
+            cfg.optim_wrapper.optimizer.lr *= factor
+            continue
+        terms = cfg.model.get('distill_losses')
+        if not terms:
+            raise ValueError(f'run {name!r}: wx scales the distillation '
+                             'terms, and this run has none')
+        for term in terms.values():
+            term.loss_weight = term.get('loss_weight', 1.0) * factor
 
 
 def parse_run(name: str) -> Tuple[str, str]:

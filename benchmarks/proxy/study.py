@@ -284,6 +284,18 @@ class Study:
         epoch, it, total = found[-1]
         return f'epoch {epoch} iter {it}/{total}'
 
+    def ensure_teacher(self) -> None:
+        """Trains the preset's teacher (seed 0) unless it is done, on all
+        the preset's threads.
+
+        Raises:
+            SystemExit: The teacher failed.
+        """
+        p = self.preset
+        if self.run_all([('teacher', 0)], jobs=1,
+                        threads=p['jobs'] * p['threads']):
+            raise SystemExit('[proxy] the teacher failed: nothing to distil')
+
     def run_all(self, runs: List[Tuple[str, int]], jobs: int,
                 threads: int, heartbeat: float = 60.0) -> List[tuple]:
         """Runs the unfinished ``(name, seed)`` runs, ``jobs`` at a time,

@@ -66,6 +66,30 @@ def test_proxy_accuracy_smoke(tmp_path):
     out = json.loads(results.read_text())
     assert set(out['runs']) == {'kd', 'dot', 'pkd', 'pkd+dot'}
 
+    # a tuned baseline: a grid on the tuning seeds, its chosen point
+    # reported on the evaluation seed under its -tuned name
+    tuned = tmp_path / 'tuned.json'
+    tune = run_tool(osp.join(BENCH, 'proxy_tune.py'), '--preset',
+                    'cpu-smoke', '--work-dir', str(tmp_path), '--tuned',
+                    str(tuned), '--base', 'kd', '--axis', 'wx=1,3')
+    entry = json.loads(tuned.read_text())['kd']
+    assert entry['seeds'] == [100, 101]
+    assert set(entry['points']) == {'kd@wx=1', 'kd@wx=3'}
+    best = max(entry['points'], key=lambda n: entry['points'][n]['mean'])
+    assert entry['chosen'] == best and f'chosen: {best}' in tune
+    assert 'kd@wx=3 seed 101' in tune
+    _proxy('--preset', 'cpu-smoke', '--work-dir', str(tmp_path),
+           '--results', str(results), '--tuned', str(tuned), '--runs', 'kd',
+           'kd-tuned', '--reference', 'kd-tuned')
+    out = json.loads(results.read_text())
+    assert out['reference'] == 'kd-tuned' and out['tuned'] == {
+        'kd-tuned': best}
+    assert out['runs']['kd']['diff_mean'] == pytest.approx(
+        out['runs']['kd']['mean'] - out['runs']['kd-tuned']['mean'])
+    with pytest.raises(AssertionError, match='was chosen on seeds'):
+        _proxy('--preset', 'cpu-smoke', '--work-dir', str(tmp_path),
+               '--tuned', str(tuned), '--runs', 'kd-tuned', '--seeds', '100')
+
     # the demo drives the same study: on this work dir it trains nothing,
     # prints the COCO table of its runs and plots the MoKD run
     demo = run_tool(osp.join(REPO_ROOT, 'tools', 'demo.py'), '--preset',
@@ -145,6 +169,67 @@ def test_proxy_run_options():
     apply_options(cfg, 'scratch@adamw')  # a whole optimizer replaced
     assert cfg.optim_wrapper.optimizer == dict(type='AdamW', lr=1e-3,
                                                weight_decay=0.05)
+
+
+def test_proxy_multiplier_options():
+    """``wx`` and ``lrx`` multiply (after the other options, so they scale
+    a variant's learning rate) and refuse what they cannot scale."""
+    sys.path.insert(0, BENCH)
+    from mmengine.config import Config
+    from proxy.runs import apply_options
+
+    def cfg():
+        return Config(dict(
+            model=dict(distill_losses=dict(fpn=dict(loss_weight=6.),
+                                           cls=dict(type='LogitKDLoss'))),
+            optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01))))
+
+    c = cfg()
+    apply_options(c, 'kd@lrx=2+adamw+wx=30')
+    assert c.optim_wrapper.optimizer.lr == pytest.approx(2e-3)  # AdamW's
+    assert c.model.distill_losses.fpn.loss_weight == 180.
+    assert c.model.distill_losses.cls.loss_weight == 30.  # unset: 1
+    with pytest.raises(ValueError, match='positive number'):
+        apply_options(cfg(), 'kd@wx=-1')
+    with pytest.raises(ValueError, match='has none'):
+        apply_options(Config(dict(model=dict(), optim_wrapper=dict(
+            optimizer=dict(lr=1.)))), 'scratch@wx=3')
+
+
+def test_tuned_point_choice_and_edges(tmp_path):
+    """The best mean over the tuning seeds is chosen over every grid
+    recorded so far; an axis without a neighbour on one side is an edge;
+    a tuned run is refused on its tuning seeds."""
+    sys.path.insert(0, BENCH)
+    from proxy import tuning
+    axes = tuning.parse_axes(['wx=3,10', 'lrx=1'])
+    assert tuning.grid_names('kd@adamw', axes) == [
+        'kd@adamw+wx=3+lrx=1', 'kd@adamw+wx=10+lrx=1']
+    path = str(tmp_path / 'tuned.json')
+    entry = tuning.record(path, 'kd', [100, 101], {
+        'kd@wx=3+lrx=1': {100: 0.30, 101: 0.32},
+        'kd@wx=10+lrx=1': {100: 0.36, 101: 0.34}}, 'grid 1')
+    assert entry['chosen'] == 'kd@wx=10+lrx=1'
+    assert entry['points']['kd@wx=10+lrx=1']['mean'] == pytest.approx(0.35)
+    assert entry['edges'] == ['wx (above)', 'lrx (below)', 'lrx (above)']
+    # a second grid (coordinate search) adds points; the choice is over all
+    entry = tuning.record(path, 'kd', [101, 100], {
+        'kd@wx=30+lrx=1': {100: 0.34, 101: 0.33},
+        'kd@wx=10+lrx=0.5': {100: 0.20, 101: 0.21},
+        'kd@wx=10+lrx=2': {100: 0.37, 101: 0.35}}, 'grid 2')
+    assert entry['chosen'] == 'kd@wx=10+lrx=2'
+    assert entry['options'] == 'wx=10+lrx=2'
+    assert entry['edges'] == ['wx (below)', 'wx (above)', 'lrx (above)']
+    assert entry['commands'] == ['grid 1', 'grid 2']
+    assert tuning.resolve('kd-tuned', path, seeds=[0, 1]) == \
+        'kd@wx=10+lrx=2'
+    assert tuning.resolve('mokd-exact', path) == 'mokd-exact'
+    with pytest.raises(SystemExit, match='was chosen on seeds'):
+        tuning.resolve('kd-tuned', path, seeds=[0, 101])
+    with pytest.raises(SystemExit, match='no tuned point'):
+        tuning.resolve('kd@adamw-tuned', path)
+    with pytest.raises(SystemExit, match='tuned on seeds'):
+        tuning.record(path, 'kd', [102, 103], {}, 'grid 3')
 
 
 def test_proxy_shared_init(tmp_path):
