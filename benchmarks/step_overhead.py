@@ -61,7 +61,7 @@ from mmengine.structures import InstanceData
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from common import ROOT, markdown_table, no_pretrained, random_teacher
-from mokd_det.distillers.loss_groups import DISTILL, TASK, get_loss_groups
+from mokd_det.loss_groups import DISTILL, TASK, get_loss_groups
 from mokd_det.utils.config import amp_variant, enable_amp, load_config
 
 METHODS = ('student', 'kd', 'kd+bwd', 'dot', 'mokd-exact', 'mokd-amortized',

@@ -3,13 +3,13 @@
 Importing the package registers its components into mmengine's root
 registries, where the ``mmdet`` and ``mmpretrain`` scopes find them (configs
 add ``custom_imports = dict(imports=['mokd_det'])``), makes mmengine load
-checkpoints safely under torch >= 2.6 (see :mod:`mokd_det.utils.checkpoint`)
+checkpoints safely under torch >= 2.6 (see :mod:`mokd_det.checkpoint`)
 and makes its ``CheckpointHook`` crash-safe (see
 :mod:`mokd_det.hooks.checkpoint`).
 """
-from . import (backbones, datasets, distillers, hooks, losses,  # noqa: F401
-               necks, optim)
-from .utils import install_safe_checkpoint_loader
+from . import (backbones, checkpoint, datasets, distillers,  # noqa: F401
+               hooks, losses, necks, optim)
+from .checkpoint import install_safe_checkpoint_loader
 from .version import __version__
 
 install_safe_checkpoint_loader()

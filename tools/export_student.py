@@ -9,7 +9,7 @@ import argparse
 import mokd_det  # noqa: F401  safe checkpoint loading
 from mokd_det.distillers.export import (save_student_checkpoint,
                                         student_state_from_distiller_state)
-from mokd_det.utils import safe_torch_load
+from mokd_det.checkpoint import safe_torch_load
 
 
 def main():

@@ -15,7 +15,7 @@ common space, and a loss:
         cls=dict(type='LogitKDLoss', student='bbox_head:0',
                  teacher='bbox_head:0', temperature=2.0))
 
-Loss groups (see :mod:`mokd_det.distillers.loss_groups`): ``loss()`` returns
+Loss groups (see :mod:`mokd_det.loss_groups`): ``loss()`` returns
 the student's losses as ``task.<name>`` and each term as
 ``distill.<term>``; ``parse_losses`` attaches the group totals to the loss
 for the multi-objective optim wrappers.
@@ -53,7 +53,7 @@ from mmengine.registry import MODELS, Registry
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from .loss_groups import DISTILL, TASK, parse_grouped_losses
+from ..loss_groups import DISTILL, TASK, parse_grouped_losses
 from .probe import probe_taps
 from .recompute_cache import RecomputeCache
 from .taps import Tap, TapRecorder, find_module
@@ -384,9 +384,9 @@ class BaseDistiller(BaseModel):
         ``OptimWrapper``: a NaN distillation loss reaches the weights)."""
         if not self._wrapper_checked:
             self._wrapper_checked = True
-            from ..optim.guard import NonFiniteGuard
-            if type(optim_wrapper) in (OptimWrapper, AmpOptimWrapper) and \
-                    not isinstance(optim_wrapper, NonFiniteGuard):
+            # exactly mmengine's classes: every mokd_det wrapper subclasses
+            # them and guards
+            if type(optim_wrapper) in (OptimWrapper, AmpOptimWrapper):
                 print_log(
                     f'{type(self).__name__} is trained with mmengine\'s '
                     f'{type(optim_wrapper).__name__}, which applies updates '

@@ -26,7 +26,7 @@ run's initial weights, drawn after the model is built, do not change.
 import difflib
 import random
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Dict, Iterator, List, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -34,15 +34,16 @@ from torch import Tensor, nn
 
 from .taps import Tap, wrap_forward
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .base import BaseDistiller
-
 Shapes = Dict[Tuple[str, str], List[Tuple[int, ...]]]
 
 
 @torch.no_grad()
-def probe_taps(distiller: 'BaseDistiller', size: Tuple[int, int]) -> Shapes:
-    """Runs the probe (see the module docstring).
+def probe_taps(distiller: nn.Module, size: Tuple[int, int]) -> Shapes:
+    """Runs the probe (see the module docstring) on ``distiller``, a
+    :class:`~mokd_det.distillers.base.BaseDistiller` (its ``student``,
+    ``teacher``, ``terms``, tap recorders and teacher-head hooks; typed as a
+    module so that this module, which the base imports, does not import it
+    back).
 
     Returns:
         ``(role, term name) -> [shape per tensor]`` for every tap whose
@@ -81,7 +82,7 @@ def probe_taps(distiller: 'BaseDistiller', size: Tuple[int, int]) -> Shapes:
         student.train(was_training)
 
 
-def _run_student(distiller: 'BaseDistiller', x: Tensor) -> None:
+def _run_student(distiller: nn.Module, x: Tensor) -> None:
     try:
         distiller.student(x, distiller.probe_data_samples(x), mode='tensor')
     except Exception as err:
@@ -98,7 +99,7 @@ def _run_student(distiller: 'BaseDistiller', x: Tensor) -> None:
             raise ValueError(distiller.missing_extra_tap_message(tap))
 
 
-def _run_teacher(distiller: 'BaseDistiller', x: Tensor) -> None:
+def _run_teacher(distiller: nn.Module, x: Tensor) -> None:
     feats = distiller.teacher.extract_feat(x)
     try:
         distiller.run_teacher_heads(
@@ -117,7 +118,7 @@ def _run_teacher(distiller: 'BaseDistiller', x: Tensor) -> None:
             '"backbone:3".') from err
 
 
-def _check_records(distiller: 'BaseDistiller',
+def _check_records(distiller: nn.Module,
                    ran: Dict[str, Set[str]]) -> Shapes:
     shapes: Shapes = {}
     for term in distiller.terms:
@@ -138,7 +139,7 @@ def _check_records(distiller: 'BaseDistiller',
     return shapes
 
 
-def _not_run_message(distiller: 'BaseDistiller', term: str, role: str,
+def _not_run_message(distiller: nn.Module, term: str, role: str,
                      tap: Tap, ran: Set[str]) -> str:
     model = distiller.student if role == 'student' else distiller.teacher
     module = dict(model.named_modules())[tap.path]

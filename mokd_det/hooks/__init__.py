@@ -2,10 +2,10 @@ from .checkpoint import CrashSafeCheckpointHook
 from .export_student import ExportStudentHook
 from .mkd_meta import MKDMetaHook
 from .mokd_amortized import MoKDAmortizedHook
-from .recompute import RecomputeHook, norm_stats_kept
+from .recompute import RecomputeHook
 from .teacher_eval import TeacherEvalHook
 
 __all__ = [
     'CrashSafeCheckpointHook', 'ExportStudentHook', 'MKDMetaHook',
-    'MoKDAmortizedHook', 'RecomputeHook', 'TeacherEvalHook', 'norm_stats_kept'
+    'MoKDAmortizedHook', 'RecomputeHook', 'TeacherEvalHook'
 ]

@@ -98,6 +98,13 @@ class CrashSafeCheckpointHook(CheckpointHook):
 
     def before_train(self, runner) -> None:
         super().before_train(runner)
+        print_log(
+            'mokd_det (imported) has replaced two pieces of mmengine: its '
+            'CheckpointHook by CrashSafeCheckpointHook (atomic writes, '
+            'rotation after the write, no non-finite checkpoint) and its '
+            'checkpoint loaders by weights-only ones with an allowlist '
+            '(mokd_det/checkpoint/install.py; README: Safe checkpoint '
+            'loading)', logger='current')
         if self._local() and is_main_process():
             for path in glob.glob(osp.join(self.out_dir, '*' + _TMP_SUFFIX)):
                 os.remove(path)  # a write that a kill interrupted

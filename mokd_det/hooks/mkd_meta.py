@@ -4,7 +4,8 @@ meta update runs between iterations on every one of mmengine's paths. See
 :mod:`mokd_det.hooks.recompute` for the recomputation."""
 from mmengine.registry import HOOKS
 
-from .recompute import RecomputeHook, norm_stats_kept
+from ..utils.buffers import norm_stats_kept
+from .recompute import RecomputeHook
 
 
 @HOOKS.register_module()

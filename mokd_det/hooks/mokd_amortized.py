@@ -5,12 +5,13 @@ are updated from the change. mmengine's DDP path never calls the model's
 ``train_step``, so this is a hook. See :mod:`mokd_det.hooks.recompute` for
 how the recomputation is kept faithful and cheap."""
 import torch
-import torch.distributed as torch_dist
+from mmengine.dist import all_reduce
 from mmengine.registry import HOOKS
 
-from ..distillers.loss_groups import get_loss_groups
+from ..loss_groups import get_loss_groups
 from ..optim.base import loss_value
-from .recompute import RecomputeHook, norm_stats_kept
+from ..utils.buffers import norm_stats_kept
+from .recompute import RecomputeHook
 
 
 @HOOKS.register_module()
@@ -40,7 +41,5 @@ class MoKDAmortizedHook(RecomputeHook):
             groups = get_loss_groups(loss_fn(), with_terms=True)
         after = torch.stack([loss_value(groups[g]) for g in wrapper.groups])
         both = torch.stack([before.to(after.device), after])
-        if torch_dist.is_available() and torch_dist.is_initialized():
-            torch_dist.all_reduce(both)
-            both /= torch_dist.get_world_size()
+        all_reduce(both, op='mean')
         wrapper.update_weights(both[0], both[1])

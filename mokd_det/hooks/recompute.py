@@ -17,25 +17,10 @@ from contextlib import contextmanager
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.profiler import record_function
 
 from ..distillers.base import BaseDistiller
 from ..distillers.recompute_cache import RecomputeCache
-
-
-@contextmanager
-def norm_stats_kept(model: torch.nn.Module):
-    """Restores every BatchNorm's running statistics on exit."""
-    saved = [(m, {k: v.clone() for k, v in m.named_buffers(recurse=False)})
-             for m in model.modules() if isinstance(m, _BatchNorm)]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, buffers in saved:
-                for k, v in buffers.items():
-                    getattr(m, k).copy_(v)
 
 
 class RecomputeHook(Hook):
@@ -77,7 +62,7 @@ class RecomputeHook(Hook):
     def recompute(self, runner, model: BaseDistiller):
         """A function returning the grouped total loss of this iteration's
         batch at the current parameters (iteration's RNG, AMP as in
-        training); call it inside :func:`norm_stats_kept`."""
+        training); call it inside :func:`~mokd_det.utils.buffers.norm_stats_kept`."""
 
         def loss_fn():
             with self.replayed_rng(), \

@@ -1,7 +1,7 @@
 """The multi-objective OptimWrapper that DOT, MoKD and MKD build on.
 
 A distiller attaches its loss groups (``task``, ``distill``, ...) to the
-loss it hands to ``update_params`` (:mod:`mokd_det.distillers.loss_groups`).
+loss it hands to ``update_params`` (:mod:`mokd_det.loss_groups`).
 This wrapper turns them into gradients, one set per *objective* (what a
 method differentiates: each group for DOT and exact MoKD, one weighted sum
 for amortized MoKD and MKD), and lets the method combine them.
@@ -44,12 +44,12 @@ from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as torch_dist
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.optim import OptimWrapper
 from torch import Tensor
 from torch.profiler import record_function
 
-from ..distillers.loss_groups import DISTILL, TASK, get_loss_groups
+from ..loss_groups import DISTILL, TASK, get_loss_groups
 from .guard import NonFiniteGuard, all_finite, all_ranks_agree
 
 Grads = List[Optional[Tensor]]
@@ -234,10 +234,8 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
         """Averages the accumulated gradients and loss values over ranks in
         one all-reduce. A gradient is None only if no rank produced it."""
         grads, values = self._acc_grads, self._acc_values
-        if not (torch_dist.is_available() and torch_dist.is_initialized()) \
-                or torch_dist.get_world_size() == 1:
+        if get_world_size() == 1:
             return grads, values
-        world = torch_dist.get_world_size()
         params = self.params()
         dtype = flat_dtype(params)
         pieces, presence = [], []
@@ -251,8 +249,7 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
             torch.tensor(presence, dtype=dtype, device=ref.device),
             torch.stack(list(values.values())).to(ref.device, dtype)
         ])
-        torch_dist.all_reduce(flat)
-        flat.div_(world)
+        all_reduce(flat, op='mean')
         out_grads: Dict[str, Grads] = OrderedDict()
         offset, k = 0, 0
         n_presence = len(presence)

@@ -44,7 +44,7 @@ import torch
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor
 
-from ..distillers.loss_groups import DISTILL, TASK
+from ..loss_groups import DISTILL, TASK
 from .base import Grads, MultiObjectiveOptimWrapper
 from .dot_adam import check_adam, dot_adam_update, is_adam
 

@@ -20,11 +20,13 @@ With the crash-safe ``CheckpointHook`` (:mod:`mokd_det.hooks.checkpoint`),
 which never writes a checkpoint holding a non-finite tensor, a diverging
 run stops with a message and its last finite checkpoint survives.
 """
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
-import torch.distributed as torch_dist
+from mmengine.dist import all_reduce, get_world_size
 from torch import Tensor, nn
+
+from ..utils.buffers import BufferSnapshot
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -46,11 +48,10 @@ def all_finite(tensors: Sequence[Tensor]) -> bool:
 def all_ranks_agree(ok: bool, device: Optional[torch.device] = None) -> bool:
     """``ok`` on every rank (one all-reduce of one number under DDP), so
     that all ranks skip the same updates."""
-    if not (torch_dist.is_available() and torch_dist.is_initialized()) \
-            or torch_dist.get_world_size() == 1:
+    if get_world_size() == 1:
         return ok
     flag = torch.tensor([0. if ok else 1.], device=device)
-    torch_dist.all_reduce(flag)
+    all_reduce(flag)
     return bool(flag.item() == 0)
 
 
@@ -71,18 +72,17 @@ class NonFiniteGuard:
         self.max_nonfinite_steps = max_nonfinite_steps
         self._skipped = 0
         self._consecutive_nonfinite = 0
-        self._buffers: List[Tuple[Tensor, Tensor]] = []
+        self._buffers: Optional[BufferSnapshot] = None
 
     def snapshot_buffers(self, model: nn.Module) -> None:
-        """Keeps a copy of the model's floating-point and counter buffers
-        (normalisation statistics: small next to the parameters)."""
-        self._buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        """Keeps a copy of the model's buffers (normalisation statistics:
+        small next to the parameters)."""
+        self._buffers = BufferSnapshot(model)
 
     def restore_buffers(self) -> None:
         """Puts the buffers back as :meth:`snapshot_buffers` saw them."""
-        with torch.no_grad():
-            for buf, saved in self._buffers:
-                buf.copy_(saved)
+        if self._buffers is not None:
+            self._buffers.restore()
 
     def record_update(self) -> None:
         self._consecutive_nonfinite = 0

@@ -48,15 +48,17 @@ def _affine_min_norm(gram: Tensor, support: list) -> Tensor:
 
 
 def min_norm_weights(gram_matrix: Tensor, tol: float = 1e-12,
-                     max_iters: int = 1000) -> Tensor:
+                     max_iters: int = 1000, eps: float = 1e-8) -> Tensor:
     """The min-norm weights of K gradients given their Gram matrix.
 
     Args:
         gram_matrix: (K, K) positive semi-definite Gram matrix, any scale.
         tol: Optimality and zero tolerance, relative to the largest squared
-            gradient norm. Defaults to 1e-12.
+            gradient norm (K >= 3). Defaults to 1e-12.
         max_iters: Bound on Wolfe's major + minor iterations (it ends in
             far fewer: at most a few times K). Defaults to 1000.
+        eps: Guard of the two-objective closed form's denominator
+            (:func:`two_objective_weights`; K = 2). Defaults to 1e-8.
 
     Returns:
         (K,) weights in the Gram matrix's dtype: non-negative, summing to 1.
@@ -67,7 +69,7 @@ def min_norm_weights(gram_matrix: Tensor, tol: float = 1e-12,
         return gram_matrix.new_ones(1)
     if k == 2:
         return two_objective_weights(gram_matrix[0, 0], gram_matrix[1, 1],
-                                     gram_matrix[0, 1])
+                                     gram_matrix[0, 1], eps)
     g = gram_matrix.detach().to(torch.float64)
     unit = g.diagonal().max()
     if not bool(unit > 0):

@@ -82,12 +82,12 @@ from contextlib import contextmanager
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.distributed as torch_dist
+from mmengine.dist import all_reduce_params
 from mmengine.logging import print_log
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor
 
-from ..distillers.loss_groups import DISTILL, TASK, get_loss_groups
+from ..loss_groups import DISTILL, TASK, get_loss_groups
 from ..losses.temperature import MetaTemperature
 from .base import MultiObjectiveOptimWrapper
 from .guard import all_finite
@@ -261,7 +261,7 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         v = torch.autograd.grad(groups[TASK], params, allow_unused=True)
         v = [torch.zeros_like(p) if g is None else g
              for p, g in zip(params, v)]
-        _all_reduce_mean(v)
+        all_reduce_params(v, op='mean')
         if not all_finite(v):
             self._skip_meta_update('the task gradient after the step')
             return
@@ -311,7 +311,7 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
             for p, a in zip(params, theta_after):
                 p.copy_(a)
         self._theta_before = None
-        _all_reduce_mean(meta_grad)
+        all_reduce_params(meta_grad, op='mean')
         if not all_finite(meta_grad):
             self._skip_meta_update('the temperatures\' meta-gradient')
             return
@@ -396,18 +396,3 @@ def _excluded_from_graph(params: List[Tensor]):
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
-
-
-def _all_reduce_mean(tensors: List[Tensor]) -> None:
-    """Averages tensors over ranks in place (one flat all-reduce)."""
-    if not (torch_dist.is_available() and torch_dist.is_initialized()) \
-            or torch_dist.get_world_size() == 1 or not tensors:
-        return
-    flat = torch.cat([t.reshape(-1).float() for t in tensors])
-    torch_dist.all_reduce(flat)
-    flat /= torch_dist.get_world_size()
-    offset = 0
-    for t in tensors:
-        n = t.numel()
-        t.copy_(flat[offset:offset + n].view_as(t))
-        offset += n

@@ -6,7 +6,8 @@ import torch
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
-from mokd_det.utils import load_config, safe_torch_load
+from mokd_det.checkpoint import safe_torch_load
+from mokd_det.utils import load_config
 from tests.helpers import retarget_classification_data
 
 RESNET18 = 'mmpretrain::resnet/resnet18_8xb32_in1k.py'

@@ -11,7 +11,8 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 
-from mokd_det.utils import load_config, safe_torch_load
+from mokd_det.checkpoint import safe_torch_load
+from mokd_det.utils import load_config
 from tests.helpers import (DET_FAMILIES, retarget_detection_data,
                            run_tool, small_detector, small_mask_rcnn)
 

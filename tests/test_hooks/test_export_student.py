@@ -11,7 +11,7 @@ from mmengine.runner import Runner
 from torch.utils.data import DataLoader
 
 import mokd_det  # noqa: F401  registers the hooks
-from mokd_det.utils import safe_torch_load
+from mokd_det.checkpoint import safe_torch_load
 from tests.toy import ToyBatches, toy_collate, toy_distiller
 
 

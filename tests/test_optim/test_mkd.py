@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mokd_det.distillers import parse_grouped_losses
+from mokd_det.loss_groups import parse_grouped_losses
 from mokd_det.losses import LogitKDLoss
 from mokd_det.optim import MKDOptimWrapper
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from mokd_det.distillers import parse_grouped_losses
+from mokd_det.loss_groups import parse_grouped_losses
 from mokd_det.optim import MKDOptimWrapper
 
 

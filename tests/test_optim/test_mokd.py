@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from mokd_det.distillers import parse_grouped_losses
+from mokd_det.loss_groups import parse_grouped_losses
 from mokd_det.optim import MoKDOptimWrapper, min_norm_weights
-from mokd_det.optim.mokd import two_objective_weights
+from mokd_det.optim.min_norm import two_objective_weights
 
 
 #: the rule as DTO-KD writes it (the wrapper's defaults rescale the step and
@@ -122,7 +122,7 @@ def test_amortized_logit_update_by_hand():
     wrapper.update_weights(torch.tensor([4., 2.]), torch.tensor([2., 2.]))
     grad = torch.tensor([0.25 * math.log(2), -0.25 * math.log(2)])
     adam_step = 0.025 * grad / (grad.abs() + 1e-8)
-    torch.testing.assert_close(wrapper.logits.detach(), -adam_step)
+    torch.testing.assert_close(wrapper.rule.logits.detach(), -adam_step)
     assert float(wrapper.weights[0]) < 0.5  # the improved group loses
     assert wrapper.pending_losses() is None
 
@@ -138,7 +138,7 @@ def test_weight_optimizer_decay_by_hand(weight_optimizer):
                                mode='amortized',
                                weight_optimizer=weight_optimizer, **LITERAL)
     with torch.no_grad():
-        wrapper.logits.copy_(torch.tensor([1., -1.]))
+        wrapper.rule.logits.copy_(torch.tensor([1., -1.]))
     wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
     z = torch.softmax(torch.tensor([1., -1.]), 0)
     delta = torch.tensor([math.log(2), 0.])
@@ -151,7 +151,7 @@ def test_weight_optimizer_decay_by_hand(weight_optimizer):
         g = grad + 0.01 * w
         expected = w - 0.025 * g / (g.abs() + 1e-8)
     wrapper.update_weights(torch.tensor([4., 2.]), torch.tensor([2., 2.]))
-    torch.testing.assert_close(wrapper.logits.detach(), expected)
+    torch.testing.assert_close(wrapper.rule.logits.detach(), expected)
     with pytest.raises(ValueError, match="'adam' .FAMO's code."):
         MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
                          weight_optimizer='sgd', **LITERAL)
@@ -289,7 +289,7 @@ def test_amortized_step_scale_kd_by_hand(interval):
     wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
     # z = (.5, .5), L = (4, 2), raw gradients (2, 2) and (1, 1): the
     # combination .5 * 2 / 4 + .5 * 1 / 2 = .5 per coordinate, KD's 3
-    assert wrapper.stretch == pytest.approx(6.)
+    assert wrapper.rule.stretch == pytest.approx(6.)
     torch.testing.assert_close(theta.detach(), torch.full((2, ), 0.7, **f64))
     wrapper.update_weights(torch.tensor([4., 2.]), torch.tensor([3., 1.4]))
     z_t, z_d = (float(w) for w in wrapper.weights)
@@ -297,7 +297,7 @@ def test_amortized_step_scale_kd_by_hand(interval):
     wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
     combined = z_t * 2 / 2.8 + z_d * 1 / 1.4
     stretch = 6. if interval == 10 else 0.8 * 6. + 0.2 * 3. / combined
-    assert wrapper.stretch == pytest.approx(stretch)
+    assert wrapper.rule.stretch == pytest.approx(stretch)
     torch.testing.assert_close(
         theta.detach(), torch.full((2, ), 0.7 - 0.1 * stretch * combined,
                                    **f64))

@@ -48,8 +48,8 @@ def test_amortized_accumulation_follows_its_documented_semantics(tmp_path):
     train(r_big, [(torch.cat([x, x]), torch.cat([y, y]))])
     train(r_small, [(x, y), (x, y)])
     assert_same_state(method_state(big), method_state(small))
-    torch.testing.assert_close(r_big.optim_wrapper.logits,
-                               r_small.optim_wrapper.logits)
+    torch.testing.assert_close(r_big.optim_wrapper.rule.logits,
+                               r_small.optim_wrapper.rule.logits)
 
 
 @pytest.mark.parametrize('method', ALL)

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import textwrap
 
-from mokd_det.utils import load_config, safe_torch_load
+from mokd_det.checkpoint import safe_torch_load
+from mokd_det.utils import load_config
 from tests.helpers import (DET_FAMILIES, REPO_ROOT, retarget_detection_data,
                            small_detector)
 from tests.test_distillers.test_det_distiller import save_teacher

@@ -12,9 +12,9 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 import mokd_det  # noqa: F401  installs the safe loader
-from mokd_det.utils import (UnsafeCheckpointError, allow_checkpoint_types,
-                            safe_torch_load)
-from mokd_det.utils import checkpoint as ckpt_mod
+from mokd_det.checkpoint import (UnsafeCheckpointError,
+                                 allow_checkpoint_types, safe_torch_load)
+from mokd_det.checkpoint import safe_load as ckpt_mod
 
 
 class _Payload:

@@ -13,7 +13,7 @@ What is protected
     with an allowlist. Under torch >= 2.6 this also makes mmengine's own
     resume checkpoints load again, which a bare weights-only load refuses.
 
-Every scheme (the loaders live in :mod:`mokd_det.utils.remote_checkpoint`)
+Every scheme (the loaders live in :mod:`mokd_det.checkpoint.remote`)
     * a local path: the file itself;
     * ``http://``, ``https://``: downloaded with
       ``torch.hub.download_url_to_file`` into torch's hub cache under the
@@ -58,22 +58,19 @@ Design
     your own and refuses functions, builtins, methods and classes from
     modules that reach the system.
 
-The loaders are installed when ``mokd_det`` is imported. On torch < 2.5 (no
-``torch.serialization.safe_globals``) nothing is installed and mmengine's
-loaders apply unchanged.
+The loaders are installed into mmengine when ``mokd_det`` is imported
+(:mod:`mokd_det.checkpoint.install`, the one place that patches mmengine).
 """
 import os
 import os.path as osp
 import pickle
 import re
 import types
-from typing import IO, Any, Callable, List, Optional, Union
+from typing import IO, Any, List, Optional, Union
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
-from mmengine.runner import checkpoint as mm_checkpoint
-from mmengine.runner.checkpoint import CheckpointLoader
 
 
 def _numpy_types() -> List[Any]:
@@ -311,30 +308,3 @@ def load_from_local_safe(filename: str,
                          map_location: Optional[Any] = None) -> Any:
     """mmengine ``CheckpointLoader`` backend for local paths."""
     return safe_torch_load(filename, map_location)
-
-
-# the name under which earlier versions of this module exposed it
-_load_from_local = load_from_local_safe
-
-
-def install_safe_checkpoint_loader() -> Optional[Callable]:
-    """Makes mmengine load checkpoints from every scheme safely.
-
-    Registers :func:`load_from_local_safe` for local paths and the loaders
-    of :mod:`mokd_det.utils.remote_checkpoint` for every URL scheme, and
-    rebinds mmengine's module-level ``load_url`` and ``load_from_*`` names.
-    Calling it again is harmless.
-
-    Returns:
-        The local-path loader, or None on torch versions without
-        ``torch.serialization.safe_globals`` (< 2.5), where nothing is
-        installed.
-    """
-    if not hasattr(torch.serialization, 'safe_globals'):
-        return None
-    from .remote_checkpoint import install_remote_checkpoint_loaders
-    CheckpointLoader.register_scheme(
-        prefixes='', loader=load_from_local_safe, force=True)
-    mm_checkpoint.load_from_local = load_from_local_safe
-    install_remote_checkpoint_loaders()
-    return load_from_local_safe

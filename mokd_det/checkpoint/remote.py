@@ -2,10 +2,10 @@
 
 Each loader resolves its source to a local file (a download into torch's
 hub cache, a file under mmengine's home, a pavi download) or to bytes (s3),
-then reads it with :func:`mokd_det.utils.checkpoint.safe_torch_load`. See
-:mod:`mokd_det.utils.checkpoint` for what is protected and why;
-:func:`install_remote_checkpoint_loaders` registers them with mmengine's
-``CheckpointLoader`` and rebinds mmengine's ``load_url`` names.
+then reads it with :func:`mokd_det.checkpoint.safe_load.safe_torch_load`.
+See :mod:`mokd_det.checkpoint.safe_load` for what is protected and why;
+:data:`SAFE_SCHEMES` lists them, and :mod:`mokd_det.checkpoint.install`
+registers them with mmengine's ``CheckpointLoader``.
 """
 import io
 import logging
@@ -22,9 +22,8 @@ from mmengine.dist import barrier, get_dist_info
 from mmengine.fileio import get_file_backend
 from mmengine.logging import print_log
 from mmengine.runner import checkpoint as mm_checkpoint
-from mmengine.runner.checkpoint import CheckpointLoader
 
-from .checkpoint import safe_torch_load
+from .safe_load import safe_torch_load
 
 
 def hub_cache_path(url: str, model_dir: Optional[str] = None,
@@ -109,7 +108,7 @@ def safe_load_url(url: str, model_dir: Optional[str] = None,
     """``torch.hub.load_state_dict_from_url`` that always loads safely.
 
     Same arguments, cache and legacy-zip handling; the file is read by
-    :func:`~mokd_det.utils.checkpoint.safe_torch_load`, a file already in the
+    :func:`~mokd_det.checkpoint.safe_load.safe_torch_load`, a file already in the
     cache included.
 
     Args:
@@ -243,24 +242,3 @@ SAFE_SCHEMES = [
      'load_from_openmmlab'),
     ('mmcls://', load_from_mmcls_safe, 'load_from_mmcls'),
 ]
-
-
-def install_remote_checkpoint_loaders() -> None:
-    """Registers the safe loader of every URL scheme with mmengine.
-
-    Replaces (``force=True``) the ``CheckpointLoader`` schemes mmengine
-    registers, rebinds the ``load_from_*`` functions of
-    ``mmengine.runner.checkpoint`` and every ``load_url`` name mmengine
-    exposes to :func:`safe_load_url`.
-    """
-    for prefixes, loader, mmengine_name in SAFE_SCHEMES:
-        CheckpointLoader.register_scheme(prefixes, loader=loader, force=True)
-        setattr(mm_checkpoint, mmengine_name, loader)
-    mm_checkpoint.load_url = safe_load_url
-    try:
-        from mmengine.utils import dl_utils
-    except ImportError:  # pragma: no cover - mmengine without dl_utils
-        return
-    for module in (dl_utils, getattr(dl_utils, 'hub', None)):
-        if module is not None and hasattr(module, 'load_url'):
-            module.load_url = safe_load_url

@@ -33,8 +33,8 @@ from torch import nn
 
 import mokd_det  # noqa: F401  installs the safe loaders
 from mokd_det.distillers.teacher import build_teacher, load_teacher_checkpoint
-from mokd_det.utils import UnsafeCheckpointError, safe_load_url
-from mokd_det.utils import remote_checkpoint as remote
+from mokd_det.checkpoint import UnsafeCheckpointError, safe_load_url
+from mokd_det.checkpoint import remote
 
 KINDS = ('system', 'eval', 'exec')
 REFUSED_NAME = {'system': 'posix.system', 'eval': 'builtins.eval',
@@ -176,7 +176,7 @@ def test_https_and_every_scheme_map_to_mokd_loaders():
     schemes = CheckpointLoader._schemes
     assert set(expected) <= set(schemes)
     for prefix, loader in schemes.items():
-        assert loader.__module__.startswith('mokd_det.utils'), prefix
+        assert loader.__module__.startswith('mokd_det.checkpoint'), prefix
     for prefix, name in expected.items():
         assert schemes[prefix].__name__ == name
     for path, name in [('https://host/a.pth', 'load_from_http_safe'),

@@ -1,5 +1,8 @@
 """Loss groups: the one place where a distiller's losses are split into
-objectives.
+objectives, and the seam between the distillers, which produce them, and
+the optim wrappers and hooks, which consume them. It sits on the package's
+ground floor and imports nothing of ``mokd_det``, so that an optim wrapper
+needs no detector (or mmdet) to read the groups.
 
 A distiller's ``loss()`` returns keys ``'<group>.<name>'``:
 
@@ -33,7 +36,6 @@ all entries.
 from collections import OrderedDict
 from typing import Dict, Mapping, Optional, Tuple
 
-import torch
 from mmengine.utils import is_list_of
 from torch import Tensor
 
@@ -118,12 +120,8 @@ def get_loss_groups(loss: Tensor,
             'this optim wrapper balances loss groups, but the model did not '
             'group its losses. Use a mokd_det distiller (DetDistiller, '
             'ClsDistiller) as the model, or a model whose parse_losses calls '
-            'mokd_det.distillers.parse_grouped_losses; for plain training '
+            'mokd_det.loss_groups.parse_grouped_losses; for plain training '
             "use optim_wrapper=dict(type='OptimWrapper').")
     if with_terms:
         return OrderedDict(groups, **get_loss_terms(loss))
     return groups
-
-
-def is_grouped(loss: torch.Tensor) -> bool:
-    return hasattr(loss, _ATTR)
