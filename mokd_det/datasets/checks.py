@@ -143,10 +143,123 @@ def _usable_boxes(coco: dict, cat_ids: set) -> int:
     return n
 
 
+def _check_categories(coco: dict, dataset: dict, where: str, ann_file: str,
+                      errors: List[str], warnings: List[str]) -> set:
+    """Category ids used but not listed (a warning) and the configured
+    class names against the file's categories (errors); returns the ids of
+    the configured classes (every listed id without ``metainfo``)."""
+    anns = coco.get('annotations') or []
+    categories = coco.get('categories') or []
+    listed_ids = {c.get('id') for c in categories}
+    unlisted = Counter(a.get('category_id') for a in anns
+                       if a.get('category_id') not in listed_ids)
+    if unlisted:
+        warnings.append(
+            f'{where}: {sum(unlisted.values())} of the {len(anns)} '
+            f'annotations in {ann_file} have a category_id that its '
+            f'"categories" do not list (category ids: '
+            f'{_listed(sorted(unlisted, key=str))}); mmdet drops these '
+            'boxes, and the labels of the listed classes are numbered '
+            'without them. Add the missing categories to the file (with '
+            'their names), or remove those annotations.')
+    classes, configured = dataset_classes(dataset)
+    if classes is None:
+        return listed_ids
+    names = [c.get('name') for c in categories]
+    source = 'metainfo.classes' if configured else (
+        f'the default classes of {dataset.get("type")} (no '
+        'metainfo.classes in the config)')
+    missing = [c for c in classes if c not in names]
+    if missing:
+        errors.append(
+            f'{where}: the class(es) {_listed(missing)} of the config '
+            f'({source}) are not categories of {ann_file} (its '
+            f'categories: {_listed(names, 100)}); mmdet would leave them '
+            'out and shift the labels of the classes after them. Set '
+            f'{where}.metainfo.classes to the names in the file, in its '
+            'order.')
+    else:
+        duplicated = sorted(n for n, k in Counter(names).items()
+                            if k > 1 and n in classes)
+        in_file_order = [n for n in names if n in classes]
+        if duplicated:
+            errors.append(
+                f'{where}: {ann_file} lists the categories '
+                f'{_listed(duplicated)} more than once; give each '
+                'category one entry.')
+        elif in_file_order != list(classes):
+            errors.append(
+                f'{where}: the config lists its classes ({source}) in '
+                f'another order than the categories of {ann_file}: '
+                f'config {list(classes)}, file {in_file_order}. mmdet '
+                'numbers labels in the file\'s order, so every label '
+                'would be named (and distilled) as another class; list '
+                'metainfo.classes in the file\'s order.')
+    return {c.get('id') for c in categories if c.get('name') in classes}
+
+
+def _check_boxes(coco: dict, cat_ids: set, dataset: dict, where: str,
+                 ann_file: str, train: bool, errors: List[str],
+                 warnings: List[str]) -> List[dict]:
+    """Images, annotations and usable boxes of the configured classes;
+    returns the images mmdet keeps."""
+    images = coco.get('images') or []
+    anns = coco.get('annotations') or []
+    kept = _kept_images(coco, cat_ids, dataset, train)
+    if not images:
+        errors.append(f'{where}: {ann_file} lists no images ("images" is '
+                      'empty); point ann_file at the annotations of your '
+                      'images')
+    elif not anns:
+        errors.append(f'{where}: {ann_file} has {len(images)} images but no '
+                      'annotations (no boxes to train on or evaluate)')
+    elif not kept:
+        filter_cfg = dataset.get('filter_cfg') or {}
+        in_classes = sum(a.get('category_id') in cat_ids for a in anns)
+        why = (f'none of its {len(anns)} annotations belongs to a configured '
+               'class' if not in_classes else
+               f'every image is smaller than filter_cfg.min_size='
+               f'{filter_cfg.get("min_size")}')
+        errors.append(f'{where}: no training image is left of the '
+                      f'{len(images)} in {ann_file}: {why}')
+    elif _usable_boxes(coco, cat_ids) == 0:
+        (errors if train else warnings).append(
+            f'{where}: none of the {len(anns)} annotations in {ann_file} is '
+            'a usable box (all ignored, degenerate, outside their image or '
+            'of other classes)')
+    return kept
+
+
+def _check_image_files(kept: List[dict], img_dir: str, where: str,
+                       ann_file: str, errors: List[str]) -> None:
+    """Every kept image's file exists, is a non-empty readable file."""
+    bad = []
+    for im in kept:
+        path = osp.join(img_dir, im.get('file_name', ''))
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            bad.append(f'{path} ({e.strerror or "not found"})')
+            continue
+        if not osp.isfile(path):
+            bad.append(f'{path} (not a file)')
+        elif st.st_size == 0:
+            bad.append(f'{path} (0 bytes)')
+        elif not os.access(path, os.R_OK):
+            bad.append(f'{path} (not readable)')
+    if bad:
+        errors.append(
+            f'{where}: {len(bad)} of the {len(kept)} images of {ann_file} '
+            f'cannot be loaded: {_listed(bad)}. Restore or regenerate them, '
+            'or remove them from the annotation file.')
+
+
 def check_coco_dataset(dataset: dict, where: str, train: bool,
                        cache: Optional[Dict[str, dict]] = None
                        ) -> Tuple[List[str], List[str]]:
-    """Checks one COCO-style dataset config.
+    """Checks one COCO-style dataset config: its annotation file, its
+    categories against the configured classes, its boxes and its image
+    files.
 
     Args:
         dataset: The dataset config (``ann_file``, ``data_prefix.img``,
@@ -183,105 +296,13 @@ def check_coco_dataset(dataset: dict, where: str, train: bool,
         errors.append(f'{where}: {ann_file} is not a COCO annotation file '
                       '(no "images" list)')
         return errors, warnings
-    images = coco.get('images') or []
-    anns = coco.get('annotations') or []
-    categories = coco.get('categories') or []
-    if any('bbox' not in a for a in anns):
+    if any('bbox' not in a for a in coco.get('annotations') or []):
         return errors, warnings  # not detection boxes (e.g. panoptic)
-
-    # --- categories: ids used but not listed, configured names ----------
-    listed_ids = {c.get('id') for c in categories}
-    unlisted = Counter(a.get('category_id') for a in anns
-                       if a.get('category_id') not in listed_ids)
-    if unlisted:
-        warnings.append(
-            f'{where}: {sum(unlisted.values())} of the {len(anns)} '
-            f'annotations in {ann_file} have a category_id that its '
-            f'"categories" do not list (category ids: '
-            f'{_listed(sorted(unlisted, key=str))}); mmdet drops these '
-            'boxes, and the labels of the listed classes are numbered '
-            'without them. Add the missing categories to the file (with '
-            'their names), or remove those annotations.')
-    classes, configured = dataset_classes(dataset)
-    cat_ids = listed_ids
-    if classes is not None:
-        names = [c.get('name') for c in categories]
-        source = 'metainfo.classes' if configured else (
-            f'the default classes of {dataset.get("type")} (no '
-            'metainfo.classes in the config)')
-        missing = [c for c in classes if c not in names]
-        if missing:
-            errors.append(
-                f'{where}: the class(es) {_listed(missing)} of the config '
-                f'({source}) are not categories of {ann_file} (its '
-                f'categories: {_listed(names, 100)}); mmdet would leave them '
-                'out and shift the labels of the classes after them. Set '
-                f'{where}.metainfo.classes to the names in the file, in its '
-                'order.')
-        else:
-            duplicated = sorted(n for n, k in Counter(names).items()
-                                if k > 1 and n in classes)
-            in_file_order = [n for n in names if n in classes]
-            if duplicated:
-                errors.append(
-                    f'{where}: {ann_file} lists the categories '
-                    f'{_listed(duplicated)} more than once; give each '
-                    'category one entry.')
-            elif in_file_order != list(classes):
-                errors.append(
-                    f'{where}: the config lists its classes ({source}) in '
-                    f'another order than the categories of {ann_file}: '
-                    f'config {list(classes)}, file {in_file_order}. mmdet '
-                    'numbers labels in the file\'s order, so every label '
-                    'would be named (and distilled) as another class; list '
-                    'metainfo.classes in the file\'s order.')
-        cat_ids = {c.get('id') for c in categories
-                   if c.get('name') in classes}
-
-    # --- images and boxes -------------------------------------------------
-    kept = _kept_images(coco, cat_ids, dataset, train)
-    if not images:
-        errors.append(f'{where}: {ann_file} lists no images ("images" is '
-                      'empty); point ann_file at the annotations of your '
-                      'images')
-    elif not anns:
-        errors.append(f'{where}: {ann_file} has {len(images)} images but no '
-                      'annotations (no boxes to train on or evaluate)')
-    elif not kept:
-        filter_cfg = dataset.get('filter_cfg') or {}
-        in_classes = sum(a.get('category_id') in cat_ids for a in anns)
-        why = (f'none of its {len(anns)} annotations belongs to a configured '
-               'class' if not in_classes else
-               f'every image is smaller than filter_cfg.min_size='
-               f'{filter_cfg.get("min_size")}')
-        errors.append(f'{where}: no training image is left of the '
-                      f'{len(images)} in {ann_file}: {why}')
-    elif _usable_boxes(coco, cat_ids) == 0:
-        (errors if train else warnings).append(
-            f'{where}: none of the {len(anns)} annotations in {ann_file} is '
-            'a usable box (all ignored, degenerate, outside their image or '
-            'of other classes)')
-
-    # --- image files ------------------------------------------------------
-    bad = []
-    for im in kept:
-        path = osp.join(img_dir, im.get('file_name', ''))
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            bad.append(f'{path} ({e.strerror or "not found"})')
-            continue
-        if not osp.isfile(path):
-            bad.append(f'{path} (not a file)')
-        elif st.st_size == 0:
-            bad.append(f'{path} (0 bytes)')
-        elif not os.access(path, os.R_OK):
-            bad.append(f'{path} (not readable)')
-    if bad:
-        errors.append(
-            f'{where}: {len(bad)} of the {len(kept)} images of {ann_file} '
-            f'cannot be loaded: {_listed(bad)}. Restore or regenerate them, '
-            'or remove them from the annotation file.')
+    cat_ids = _check_categories(coco, dataset, where, ann_file, errors,
+                                warnings)
+    kept = _check_boxes(coco, cat_ids, dataset, where, ann_file, train,
+                        errors, warnings)
+    _check_image_files(kept, img_dir, where, ann_file, errors)
     return errors, warnings
 
 

@@ -20,7 +20,7 @@ the student's losses as ``task.<name>`` and each term as
 ``distill.<term>``; ``parse_losses`` attaches the group totals to the loss
 for the multi-objective optim wrappers.
 
-The teacher (contract 5 of the design):
+The teacher:
 
 * is built from a config path, ``pkg::path`` or inline model dict and
   loaded strictly (:mod:`mokd_det.distillers.teacher`);
@@ -43,7 +43,7 @@ so configuration mistakes fail before the first iteration.
 """
 import copy
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from mmengine.logging import print_log
@@ -84,7 +84,9 @@ class BaseDistiller(BaseModel):
     Args:
         student: The student's model dict (e.g. ``_base_.model``).
         teacher: ``dict(config=... | model=..., checkpoint=...,
-            cfg_options=...)``.
+            cfg_options=...)``, or a built model whose weights are used as
+            they are (code that builds and loads its teacher itself, a
+            test); either way it is frozen.
         distill_losses: Term name -> dict(type=<loss>, student=<tap>,
             teacher=<tap>, neck=<neck dict, optional>, **loss args); taps
             default to :attr:`default_tap` (``'neck'``: the FPN outputs of
@@ -98,7 +100,8 @@ class BaseDistiller(BaseModel):
         probe_input_size: ``(H, W)`` of the dummy batch of the build-time
             tap probe (:mod:`mokd_det.distillers.probe`: every tap's module
             must run, necks read their channels from it); None skips the
-            probe. Defaults to (128, 128).
+            probe (a neck then needs its channels in its config). Defaults
+            to (128, 128).
         init_cfg: Initialisation config. Defaults to None.
     """
     model_registry: Registry = MODELS
@@ -107,7 +110,7 @@ class BaseDistiller(BaseModel):
 
     def __init__(self,
                  student: dict,
-                 teacher: dict,
+                 teacher: Union[dict, nn.Module],
                  distill_losses: Optional[Dict[str, dict]] = None,
                  data_preprocessor: Optional[dict] = None,
                  probe_input_size: Optional[Tuple[int, int]] = (128, 128),

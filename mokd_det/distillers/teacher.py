@@ -24,7 +24,6 @@ from typing import Any, Dict, Optional, Union
 
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
-from mmengine.model import BaseModel
 from mmengine.registry import Registry
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch import nn
@@ -120,9 +119,25 @@ def load_teacher_checkpoint(model: nn.Module,
     model.load_state_dict(state, strict=True)
 
 
-def build_teacher(teacher: Dict[str, Any], registry: Registry) -> BaseModel:
+def build_teacher(teacher: Union[Dict[str, Any], nn.Module],
+                  registry: Registry) -> nn.Module:
     """Builds the teacher, loads its checkpoint strictly and freezes it:
-    ``requires_grad=False`` everywhere and eval mode."""
+    ``requires_grad=False`` everywhere and eval mode. A built module is
+    frozen as it is (no checkpoint is loaded: its caller built and loaded
+    it)."""
+    if isinstance(teacher, nn.Module):
+        model = teacher
+    else:
+        model = _built_and_loaded(teacher, registry)
+    # the runner's init_weights must not overwrite the loaded weights
+    model._is_init = True
+    model.requires_grad_(False)
+    model.eval()
+    return model
+
+
+def _built_and_loaded(teacher: Dict[str, Any],
+                      registry: Registry) -> nn.Module:
     model = registry.build(teacher_model_cfg(teacher))
     if teacher.get('untrained'):
         if teacher.get('checkpoint'):
@@ -137,8 +152,4 @@ def build_teacher(teacher: Dict[str, Any], registry: Registry) -> BaseModel:
                   level=logging.WARNING)
     else:
         load_teacher_checkpoint(model, teacher.get('checkpoint'))
-    # the runner's init_weights must not overwrite the loaded weights
-    model._is_init = True
-    model.requires_grad_(False)
-    model.eval()
     return model

@@ -27,13 +27,10 @@ with the **Cayley** map (default) or the matrix exponential
 products, is **refused**: it multiplies each column by the sign of a diagonal
 entry of the raw parameter, truncated to an integer, so once training (weight
 decay, or any gradient on the diagonal) moves an entry into (-1, 1) that
-column becomes zero. Measured: after 30 SGD steps with momentum 0.9 and
-weight decay 1e-4, max |W^T W - I| was 1.0 with Householder products against
-4e-7 (Cayley) and 3e-7 (matrix exponential); in a distiller the FPN term
-then collapsed to 0.0000 within the first 10 iterations. The Cayley map is
-also the fastest (``benchmarks/neck_projection.py``: 15.3 ms forward and
-backward for a 256 -> 512 projection on the CPU, against 98.8 ms for
-Householder products and 185.8 ms for the matrix exponential).
+column becomes zero, and in a distiller the feature term then collapses to
+0 within a few iterations. The Cayley map keeps the columns orthonormal and
+is also the fastest of the three (``benchmarks/neck_projection.py``; the
+measurements are in ``benchmarks/RESULTS.md``).
 
 The neck's parameters train with the student and are saved in the
 distiller's checkpoint (``distill_necks.*``) but not in the exported student.

@@ -33,11 +33,8 @@ State (in the optimizer's state, so in every checkpoint): ``step``,
 ``exp_avg`` (the task moment, or the only one), ``exp_avg_kd``,
 ``exp_avg_sq``.
 
-Measured (the paired CPU detection proxy with an AdamW student,
-``benchmarks/RESULTS.md``): -1.70 [-2.97, -0.43] mAP x100 against vanilla
-KD with the same AdamW (2 seeds), as DOT-SGD is below KD-SGD there (-2.4
-on the same seeds): the analogue behaves like DOT, which does not beat KD
-on that proxy with either optimiser.
+How it compares with vanilla KD under the same AdamW on the paired CPU
+detection proxy: ``benchmarks/RESULTS.md`` (section 2).
 """
 from typing import List, Optional
 

@@ -15,7 +15,8 @@ own formulation** and does not claim to reproduce the paper:
   optimizer and saved with the model;
 * the student step is ordinary: the gradient of task + lambda * distill
   losses (lambda = 1 without ``learn_weight``);
-* every ``interval`` iterations, after the student step theta -> theta', a
+* after every ``interval``-th applied update (skipped, non-finite updates
+  do not count), after the student step theta -> theta', a
   **one-step lookahead** meta update (DARTS, Liu et al. ICLR 2019): the meta
   objective is the task loss after the step, L_task(theta'), on the same
   batch; its gradient with respect to the temperatures tau is, to first
@@ -51,27 +52,12 @@ own formulation** and does not claim to reproduce the paper:
   terms only). Cascades (per-stage RoI logits) and DETRs (``QueryKDLoss``)
   have logit terms too, and learn their temperatures like any other.
 
-Measured (the paired CPU detection proxy, ``benchmarks/RESULTS.md``, issue
-12), and why the weight was added:
-
-* temperatures alone (``learn_weight=False``, the first formulation) end
-  below KD (-1.2 [-3.3, +0.9], 3 seeds): the learnt temperatures drift
-  apart the same way in every seed (teacher to about 2.25, student to about
-  1.8, from 2.0). With ``meta_lr=0`` the run equals KD to the digit, so the
-  meta step itself perturbs nothing; one tied temperature is level with KD
-  (2 seeds). On that proxy the logit term is a small part of the
-  distillation signal, and no temperature of it beat the fixed T = 2.
-* what does matter there is the distillation weight: KD with its weights x3
-  gains +3.1. The lookahead's meta-gradient for lambda is positive from the
-  first updates on (the distillation gradient lowers the task loss after
-  the step), so lambda rises steadily, to about 5-6 by the end of the
-  8-epoch schedule (``docs/images/kd_dynamics_proxy_mkd_weight.png``).
-  **MKD with the weight beats KD: +1.36 [+0.62, +2.10] mAP x100, 5
-  seeds**, against the temperatures alone +2.43 [+0.13, +4.74] (3 seeds).
-  With one tied temperature and the weight it is level with KD (+0.15,
-  2 seeds: lambda then rose only to 2.2-2.8). It does not reach the
-  hand-set x3 weight (+3.1): lambda starts at 1 and climbs at the meta
-  optimizer's pace.
+Why the weight: on the paired CPU detection proxy the temperatures alone
+did not beat vanilla KD, while the distillation weight moved the student
+(KD with larger weights gains); the lookahead's meta-gradient for lambda was
+positive from the first updates on, so lambda rises through training.
+The figures, and every variant measured, are in ``benchmarks/RESULTS.md``
+(section 2).
 
 Logs ``train/kd/tau_teacher_<term>`` and ``train/kd/tau_student_<term>``
 (means for per-class temperatures) and ``train/kd/distill_weight`` every
@@ -99,7 +85,8 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
 
     Args:
         optimizer: The student's optimizer (any).
-        interval: Meta update every ``interval`` iterations. Defaults to 20.
+        interval: A meta update after every ``interval``-th applied update
+            of the student (skipped updates do not count). Defaults to 20.
         meta_lr: Adam learning rate of the raw temperatures. Defaults to
             0.05.
         meta_mode: ``'finite_difference'`` or ``'second_order'``. Defaults
@@ -250,7 +237,6 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
                 random state).
         """
         params = self.params()
-        raw = self._raw()
         xi = self.optimizer.param_groups[0]['lr']
         if self._theta_before is None:
             raise RuntimeError('MKD meta update without the parameters '
@@ -269,12 +255,40 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         with torch.no_grad():  # the expansion point: theta before the step
             for p, b in zip(params, self._theta_before):
                 p.copy_(b)
-        lam = self.distill_weight().to(v[0].device)
+        # lambda's first: the temperatures' finite difference leaves the
+        # parameters at theta - eps v
         weight_grad = [] if self.raw_weight is None else \
             [self._weight_grad(loss_fn, params, v, xi)]
+        meta_grad = self._temperature_meta_grad(loss_fn, params, v,
+                                                xi) + weight_grad
+        with torch.no_grad():
+            for p, a in zip(params, theta_after):
+                p.copy_(a)
+        self._theta_before = None
+        all_reduce_params(meta_grad, op='mean')
+        if not all_finite(meta_grad):
+            self._skip_meta_update('the temperatures\' meta-gradient')
+            return
+        self.meta_optimizer.zero_grad()
+        for r, g in zip(self._meta_params(), meta_grad):
+            r.grad = g.to(r.dtype)
+        self.meta_optimizer.step()
+        for r in self._meta_params():
+            r.grad = None
+        self.meta_updates += 1
+        self.log_temperatures()
+
+    def _temperature_meta_grad(self, loss_fn, params: List[Tensor],
+                               v: List[Tensor], xi: float) -> List[Tensor]:
+        """d L_task(theta') / d raw_tau = -xi d/draw_tau <grad_theta
+        L_train(theta, tau), v> at theta (the parameters before the step),
+        one tensor per raw temperature: by the exact Hessian-vector product
+        (``'second_order'``) or DARTS' central difference along v."""
+        raw = self._raw()
         if not raw:
-            meta_grad = []
-        elif self.meta_mode == 'second_order':
+            return []
+        lam = self.distill_weight().to(v[0].device)
+        if self.meta_mode == 'second_order':
             for r in raw:
                 r.requires_grad_(True)
             try:
@@ -285,44 +299,21 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
                 dot = sum((g * u).sum() for g, u in zip(g_theta, v)
                           if g is not None)
                 hvp = torch.autograd.grad(dot, raw, allow_unused=True)
-                meta_grad = [-xi * (torch.zeros_like(r) if h is None else h)
-                             for r, h in zip(raw, hvp)]
+                return [-xi * (torch.zeros_like(r) if h is None else h)
+                        for r, h in zip(raw, hvp)]
             finally:
                 for r in raw:
                     r.requires_grad_(False)
-        else:
-            norm = torch.sqrt(sum((u.float()**2).sum() for u in v))
-            eps = self.fd_eps / float(norm.clamp_min(1e-12))
-            grads = []
+        norm = torch.sqrt(sum((u.float()**2).sum() for u in v))
+        eps = self.fd_eps / float(norm.clamp_min(1e-12))
+        grads = []
+        for step in (eps, -2 * eps):  # theta + eps v, then theta - eps v
             with torch.no_grad():
-                torch._foreach_add_(params, v, alpha=eps)
+                torch._foreach_add_(params, v, alpha=step)
             with _excluded_from_graph(params):
                 grads.append(self._tau_grad(loss_fn, raw))
-            with torch.no_grad():
-                torch._foreach_add_(params, v, alpha=-2 * eps)
-            with _excluded_from_graph(params):
-                grads.append(self._tau_grad(loss_fn, raw))
-            # the temperatures act through lambda * L_distill
-            meta_grad = [-xi * lam * (gp - gm) / (2 * eps)
-                         for gp, gm in zip(*grads)]
-        meta_grad = meta_grad + weight_grad
-        raw = self._meta_params()
-        with torch.no_grad():
-            for p, a in zip(params, theta_after):
-                p.copy_(a)
-        self._theta_before = None
-        all_reduce_params(meta_grad, op='mean')
-        if not all_finite(meta_grad):
-            self._skip_meta_update('the temperatures\' meta-gradient')
-            return
-        self.meta_optimizer.zero_grad()
-        for r, g in zip(raw, meta_grad):
-            r.grad = g.to(r.dtype)
-        self.meta_optimizer.step()
-        for r in raw:
-            r.grad = None
-        self.meta_updates += 1
-        self.log_temperatures()
+        # the temperatures act through lambda * L_distill
+        return [-xi * lam * (gp - gm) / (2 * eps) for gp, gm in zip(*grads)]
 
     def _skip_meta_update(self, what: str) -> None:
         """A meta update with a non-finite value is skipped: temperatures

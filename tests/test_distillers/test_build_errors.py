@@ -45,6 +45,32 @@ def test_valid_config_builds(scope, student, teacher_ckpt):
     assert set(model.distill_losses) == {'fpn'}
 
 
+def test_a_built_teacher_is_used_as_it_is_and_frozen(scope, student,
+                                                     teacher_ckpt):
+    """A teacher module built by the caller: its weights are used as they
+    are (no checkpoint), it is frozen, in eval mode and not a submodule;
+    the distiller equals one built from the teacher's dict and checkpoint
+    with the same weights."""
+    from mmdet.registry import MODELS
+    from mokd_det.distillers import load_teacher_checkpoint
+    teacher = MODELS.build(copy.deepcopy(student))
+    load_teacher_checkpoint(teacher, teacher_ckpt)
+    teacher.train()
+    terms = dict(fpn=dict(type='FeatureMSELoss', student='neck',
+                          teacher='neck'))
+    torch.manual_seed(0)
+    built = DetDistiller(student=copy.deepcopy(student), teacher=teacher,
+                         distill_losses=copy.deepcopy(terms))
+    assert built.teacher is teacher and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert not any(k.startswith('teacher.') for k in built.state_dict())
+    torch.manual_seed(0)
+    from_dict = build(student, student, teacher_ckpt, **terms)
+    for key, value in from_dict.teacher.state_dict().items():
+        assert torch.equal(value, teacher.state_dict()[key]), key
+    assert built.state_dict().keys() == from_dict.state_dict().keys()
+
+
 def test_untrained_teacher_is_an_explicit_smoke_test(scope, student,
                                                     teacher_ckpt):
     with pytest.raises(ValueError, match='untrained=True'):
