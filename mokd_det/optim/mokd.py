@@ -82,8 +82,15 @@ source:
   as the summed raw gradients, vanilla KD's step at the same learning
   rate, so that MoKD changes the direction only (what an Adam student's
   per-step normalisation does roughly; DB-MTL, LibMTL ``DB_MTL.py``
-  L28-35, rescales task gradients by norms likewise). Exact mode measures
-  both lengths at every step; amortized mode, which differentiates one
+  L28-35, rescales task gradients by norms likewise). With
+  ``balance='all'`` the whole step is stretched: the min-norm combination
+  cancels where the objectives conflict, so the stretch lengthens the
+  parameters one objective reaches alone beyond KD's step there (the
+  regression branch under a class-logit term: ``benchmarks/
+  step_length.py``). With ``balance='shared'`` only the shared part is
+  stretched, to KD's length on the shared parameters, and the others take
+  KD's raw gradient, so every part of the step is as long as KD's. Exact
+  mode measures both lengths at every step; amortized mode, which differentiates one
   weighted loss, measures them every ``stretch_interval`` updates (one
   gradient per group on that update, as exact mode does) and scales the
   updates in between by the running mean (momentum 0.8) of the measured

@@ -78,7 +78,12 @@ class ExactMode:
         coeffs = coeffs * w.step_factor(coeffs)
         direction = coeffs.to(flat) @ flat
         if self.balance == 'shared':
-            # one objective's parameters: its raw gradient
+            if w.step_scale == 'kd':  # the shared part as long as KD's
+                stretch = kd_stretch(coeffs @ balanced.double() @ coeffs,
+                                     balanced)
+                direction *= float(stretch)
+                coeffs = coeffs * stretch
+            # one objective's parameters: its raw gradient, as in KD
             alone = mask == 0
             direction[alone] = flat[:, alone].sum(0)
             # disjoint supports: |shared part|^2 + |raw one-objective part|^2
@@ -86,12 +91,12 @@ class ExactMode:
                 raw_matrix - balanced).double().sum()
         else:
             step2 = coeffs @ raw_matrix.double() @ coeffs
+            if w.step_scale == 'kd':
+                stretch = kd_stretch(step2, raw_matrix)
+                direction *= float(stretch)
+                coeffs = coeffs * stretch
+                step2 = step2 * stretch**2
         kd2 = raw_matrix.double().sum()  # |sum of raw gradients|^2: KD's
-        if w.step_scale == 'kd':
-            stretch = kd_stretch(step2, raw_matrix)
-            direction *= float(stretch)
-            coeffs = coeffs * stretch
-            step2 = step2 * stretch**2
         unflatten_into_grads(direction, params, present)
         w.log_scalar('kd/step_ratio',
                      (step2.clamp_min(0) / kd2.clamp_min(1e-300)).sqrt())

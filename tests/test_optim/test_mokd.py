@@ -420,6 +420,34 @@ def test_balance_shared_gives_one_objective_parameters_their_raw_grad():
                          balance='shared', **LITERAL)
 
 
+def test_balance_shared_stretches_the_shared_part_to_kds_length():
+    """``balance='shared', step_scale='kd'``: the trunk's combination is
+    stretched to the length of KD's trunk gradient (sum of the raw
+    gradients there), the heads keep their raw gradients unstretched, so
+    the whole step equals KD's length (step_ratio 1)."""
+    f64 = dict(dtype=torch.float64)
+    t0, ht0, hd0 = (torch.tensor(v, **f64) for v in ([1., 2.], [.5], [-1.]))
+    trunk, head_t, head_d = (nn.Parameter(v.clone()) for v in (t0, ht0, hd0))
+    a, b = torch.tensor([0., 1.], **f64), torch.tensor([3., -1.], **f64)
+    wrapper = MoKDOptimWrapper(
+        torch.optim.SGD([trunk, head_t, head_d], lr=0.1), balance='shared',
+        step_scale='kd', min_weight=0.)
+    task = (trunk - a).pow(2).sum() + 25 * head_t.pow(2).sum()
+    distill = (trunk - b).pow(2).sum() + (head_d - 2).pow(2).sum()
+    l_t, l_d = float(task), float(distill)
+    wrapper.update_params(grouped(task=task, distill=distill))
+    raw_t, raw_d = 2 * (t0 - a), 2 * (t0 - b)
+    gt, gd = raw_t / l_t, raw_d / l_d
+    pi_t, pi_d = two_objective_weights(gt @ gt, gd @ gd, gt @ gd)
+    combined = pi_t * gt + pi_d * gd
+    trunk_step = combined * (raw_t + raw_d).norm() / combined.norm()
+    torch.testing.assert_close(trunk.detach(), t0 - 0.1 * trunk_step)
+    torch.testing.assert_close(head_t.detach(), ht0 - 0.1 * 50 * ht0)
+    torch.testing.assert_close(head_d.detach(), hd0 - 0.1 * 2 * (hd0 - 2))
+    ratio = wrapper.message_hub.get_scalar('train/kd/step_ratio').current()
+    assert ratio == pytest.approx(1., rel=1e-9)
+
+
 def test_per_term_groups_balance_three_objectives():
     """groups=('task', 'distill.a', 'distill.b'): each distillation term is
     an objective; the weights are the exact min-norm point of the three
