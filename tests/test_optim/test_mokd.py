@@ -394,44 +394,22 @@ def test_defaults_floor_the_weights_and_keep_kd_step_length():
         'train/kd/raw_weight_task').current() == pytest.approx(w_t * stretch)
 
 
-def test_balance_shared_gives_one_objective_parameters_their_raw_grad():
+@pytest.mark.parametrize('step_scale', ['none', 'kd'])
+def test_balance_shared_gives_one_objective_parameters_their_raw_grad(
+        step_scale):
     """LibMTL's rule: the trunk (both gradients) takes the weighted
     combination with weights from the trunk's Gram matrix; each head
-    (one loss) its own raw gradient."""
+    (one loss) its own raw gradient. With ``step_scale='kd'`` only the
+    trunk's combination is stretched, to the length of KD's trunk gradient
+    (the sum of the raw gradients there): every part of the step, and the
+    whole, is as long as KD's (step_ratio 1)."""
     f64 = dict(dtype=torch.float64)
     t0, ht0, hd0 = (torch.tensor(v, **f64) for v in ([1., 2.], [.5], [-1.]))
     trunk, head_t, head_d = (nn.Parameter(v.clone()) for v in (t0, ht0, hd0))
     a, b = torch.tensor([0., 1.], **f64), torch.tensor([3., -1.], **f64)
     wrapper = MoKDOptimWrapper(
         torch.optim.SGD([trunk, head_t, head_d], lr=0.1), balance='shared',
-        **LITERAL)
-    task = (trunk - a).pow(2).sum() + 25 * head_t.pow(2).sum()
-    distill = (trunk - b).pow(2).sum() + (head_d - 2).pow(2).sum()
-    l_t, l_d = float(task), float(distill)
-    wrapper.update_params(grouped(task=task, distill=distill))
-    gt, gd = 2 * (t0 - a) / l_t, 2 * (t0 - b) / l_d
-    pi_t, pi_d = two_objective_weights(gt @ gt, gd @ gd, gt @ gd)
-    torch.testing.assert_close(trunk.detach(),
-                               t0 - 0.1 * (pi_t * gt + pi_d * gd))
-    torch.testing.assert_close(head_t.detach(), ht0 - 0.1 * 50 * ht0)
-    torch.testing.assert_close(head_d.detach(), hd0 - 0.1 * 2 * (hd0 - 2))
-    with pytest.raises(ValueError, match="only mode='exact'"):
-        MoKDOptimWrapper(torch.optim.SGD([trunk], lr=0.1), mode='amortized',
-                         balance='shared', **LITERAL)
-
-
-def test_balance_shared_stretches_the_shared_part_to_kds_length():
-    """``balance='shared', step_scale='kd'``: the trunk's combination is
-    stretched to the length of KD's trunk gradient (sum of the raw
-    gradients there), the heads keep their raw gradients unstretched, so
-    the whole step equals KD's length (step_ratio 1)."""
-    f64 = dict(dtype=torch.float64)
-    t0, ht0, hd0 = (torch.tensor(v, **f64) for v in ([1., 2.], [.5], [-1.]))
-    trunk, head_t, head_d = (nn.Parameter(v.clone()) for v in (t0, ht0, hd0))
-    a, b = torch.tensor([0., 1.], **f64), torch.tensor([3., -1.], **f64)
-    wrapper = MoKDOptimWrapper(
-        torch.optim.SGD([trunk, head_t, head_d], lr=0.1), balance='shared',
-        step_scale='kd', min_weight=0.)
+        step_scale=step_scale, min_weight=0.)
     task = (trunk - a).pow(2).sum() + 25 * head_t.pow(2).sum()
     distill = (trunk - b).pow(2).sum() + (head_d - 2).pow(2).sum()
     l_t, l_d = float(task), float(distill)
@@ -439,13 +417,18 @@ def test_balance_shared_stretches_the_shared_part_to_kds_length():
     raw_t, raw_d = 2 * (t0 - a), 2 * (t0 - b)
     gt, gd = raw_t / l_t, raw_d / l_d
     pi_t, pi_d = two_objective_weights(gt @ gt, gd @ gd, gt @ gd)
-    combined = pi_t * gt + pi_d * gd
-    trunk_step = combined * (raw_t + raw_d).norm() / combined.norm()
+    trunk_step = pi_t * gt + pi_d * gd
+    if step_scale == 'kd':
+        trunk_step = trunk_step * (raw_t + raw_d).norm() / trunk_step.norm()
+        ratio = wrapper.message_hub.get_scalar(
+            'train/kd/step_ratio').current()
+        assert ratio == pytest.approx(1., rel=1e-9)
     torch.testing.assert_close(trunk.detach(), t0 - 0.1 * trunk_step)
     torch.testing.assert_close(head_t.detach(), ht0 - 0.1 * 50 * ht0)
     torch.testing.assert_close(head_d.detach(), hd0 - 0.1 * 2 * (hd0 - 2))
-    ratio = wrapper.message_hub.get_scalar('train/kd/step_ratio').current()
-    assert ratio == pytest.approx(1., rel=1e-9)
+    with pytest.raises(ValueError, match="only mode='exact'"):
+        MoKDOptimWrapper(torch.optim.SGD([trunk], lr=0.1), mode='amortized',
+                         balance='shared', **LITERAL)
 
 
 def test_per_term_groups_balance_three_objectives():
