@@ -76,6 +76,10 @@ def parse_args(argv=None):
     p.add_argument('--tuned', default=None, metavar='JSON',
                    help='the tuned points that <run>-tuned names (default: '
                    'benchmarks/results/tuned_<preset>.json)')
+    p.add_argument('--half-width', type=float, default=0.5,
+                   help='report the seeds each paired interval needs to be '
+                   'this narrow on each side, in the reported unit '
+                   '(default 0.5: DTO-KD\'s reported optimiser gain)')
     p.add_argument('--jobs', type=int, default=None,
                    help="runs in parallel (default: the preset's)")
     p.add_argument('--threads', type=int, default=None,
@@ -164,6 +168,19 @@ def report(study, preset_name, names, seeds, args, minutes) -> dict:
                command=' '.join(['python'] + sys.argv), table=table,
                tuned={n: tuning.resolve(n, args.tuned) for n in names
                       if n.endswith(tuning.SUFFIX)})
+    resolution = []
+    for name, row in summary.items():
+        if row.get('diff_low') is not None:  # seeds for +-args.half_width
+            row['seeds_for_half_width'] = stats.seeds_needed(
+                scale * row['diff_std'], args.half_width)
+            resolution.append(
+                f'{name} +-{scale * (row["diff_high"] - row["diff_mean"]):.2f}'
+                f' (+-{args.half_width}: {row["seeds_for_half_width"]} seeds)')
+    if resolution:
+        out['half_width'] = args.half_width
+        print('\n[proxy] interval half-widths reached, and the seeds a '
+              f'half-width of {args.half_width} needs at the same spread: ' +
+              '; '.join(resolution))
     if 'scratch' in summary and teacher is not None:
         out['teacher_lead'] = teacher - summary['scratch']['mean']
     if args.rerun:

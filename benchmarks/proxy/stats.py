@@ -40,6 +40,19 @@ def t_interval(diffs: Sequence[float],
     return mean - half, mean + half
 
 
+def seeds_needed(std: float, half_width: float,
+                 confidence: float = CONFIDENCE, limit: int = 1000
+                 ) -> Optional[int]:
+    """The fewest seeds n >= 2 whose paired interval, at a paired-difference
+    standard deviation ``std``, is at most ``half_width`` wide on each side:
+    t_{n-1} * std / sqrt(n) <= half_width; None beyond ``limit``."""
+    for n in range(2, limit + 1):
+        t = float(student_t.ppf(0.5 + confidence / 2, n - 1))
+        if t * std / math.sqrt(n) <= half_width:
+            return n
+    return None
+
+
 def paired_summary(scores: Dict[str, Dict[int, float]],
                    reference: str = 'kd') -> Dict[str, dict]:
     """Per run: per-seed scores, mean, std, and the paired difference to
@@ -67,6 +80,7 @@ def paired_summary(scores: Dict[str, Dict[int, float]],
             low, high = t_interval(diffs)
             row.update(diff_mean=statistics.fmean(diffs), diff_low=low,
                        diff_high=high, diff_seeds=shared,
+                       diff_std=mean_std(diffs)[1],
                        beats=None if low is None else bool(low > 0))
         out[name] = row
     return out

@@ -282,6 +282,20 @@ def test_paired_interval_against_hand_computed_values():
     assert out['kd']['std'] == pytest.approx(10.0)
 
 
+def test_seeds_needed_for_a_half_width():
+    """t_{n-1} * sd / sqrt(n) <= h: with sd 1 a half-width of 1 needs
+    n = 7 (t_6 = 2.447, 2.447 / 2.646 = 0.925; n = 6: 2.571 / 2.449 =
+    1.050); a zero spread needs the minimum, 2."""
+    sys.path.insert(0, BENCH)
+    from proxy.stats import paired_summary, seeds_needed
+    assert seeds_needed(1.0, 1.0) == 7
+    assert seeds_needed(0.0, 0.5) == 2
+    assert seeds_needed(100.0, 0.01, limit=50) is None
+    row = paired_summary({'kd': {0: 1., 1: 2., 2: 3.},
+                          'x': {0: 2., 1: 4., 2: 6.}})['x']
+    assert row['diff_std'] == pytest.approx(1.0)
+
+
 def test_paired_against_another_reference():
     """``--reference kd@adamw``: the rows pair with that run and say so."""
     import sys
