@@ -26,6 +26,24 @@ def test_step_overhead_smoke(tmp_path):
     assert '| mokd-amortized |' in log
 
 
+def test_step_length_per_part(tmp_path):
+    """The first step (same weights for every method) through the real
+    distiller and wrappers: MoKD exact's step is as long as KD's in total;
+    with balance='shared' every part (shared, task-only, distill-only) is
+    as long as KD's part."""
+    out = tmp_path / 'length.json'
+    run_tool(osp.join(BENCH, 'step_length.py'), '--iters', '1', '--batch',
+             '2', '--out', str(out))
+    results = json.loads(out.read_text())['results']
+    kd = results['kd']['lengths'][0]
+    assert kd['task'] > 0 and kd['distill'] > 0 and kd['shared'] > 0
+    exact = results['mokd-exact']['lengths'][0]
+    assert exact['total'] == pytest.approx(kd['total'], rel=1e-4)
+    shared = results['mokd-exact-shared']['lengths'][0]
+    for part in ('total', 'shared', 'task', 'distill'):
+        assert shared[part] == pytest.approx(kd[part], rel=1e-4), part
+
+
 def _proxy(*args):
     return run_tool(osp.join(BENCH, 'proxy_accuracy.py'), *args)
 
