@@ -300,6 +300,24 @@ def test_paired_interval_against_hand_computed_values():
     assert out['kd']['std'] == pytest.approx(10.0)
 
 
+def test_weight_sweep_names_and_points(tmp_path):
+    """The sweep's run names follow the proxy's option syntax (wx first,
+    wx=1 is the run as shipped), and a weight is drawn only where every
+    seed has finished."""
+    sys.path.insert(0, BENCH)
+    from plot_weight_sweep import points, run_name
+    assert run_name('kd', 30, 'lrx=1') == 'kd@wx=30+lrx=1'
+    assert run_name('kd', 1.0, '') == 'kd'
+    assert run_name('kd@adamw', 0.3, '') == 'kd@adamw+wx=0.3'
+    for name, seed, value in [('kd', 0, 0.30), ('kd', 1, 0.32),
+                              ('kd@wx=3', 0, 0.35)]:
+        run = tmp_path / 'runs' / f'{name}_seed{seed}'
+        run.mkdir(parents=True)
+        (run / 'metrics.json').write_text(json.dumps(dict(bbox_mAP=value)))
+    assert points(str(tmp_path), 'kd', [1, 3], [0, 1]) == [
+        (1, pytest.approx(31.), pytest.approx(30.), pytest.approx(32.))]
+
+
 def test_seeds_needed_for_a_half_width():
     """t_{n-1} * sd / sqrt(n) <= h: with sd 1 a half-width of 1 needs
     n = 7 (t_6 = 2.447, 2.447 / 2.646 = 0.925; n = 6: 2.571 / 2.449 =
