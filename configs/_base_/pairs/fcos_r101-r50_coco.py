@@ -16,13 +16,16 @@ model = dict(
         config='mmdet::fcos/fcos_r101-caffe_fpn_gn-head-1x_coco.py',
         checkpoint='checkpoints/fcos_r101-caffe_fpn_gn-head-1x_coco.pth'),
     distill_losses=dict(
-        # FPN features, both projected into a wider shared space
+        # FPN features, both projected into a wider shared space; weight 4:
+        # VkD's distillation coefficient on standardised features (the
+        # design SubspaceProjectionNeck follows; benchmarks/RESULTS.md,
+        # "The COCO pairs' distillation weights")
         fpn=dict(
             type='FeatureMSELoss',
             student='neck',
             teacher='neck',
             neck=dict(type='SubspaceProjectionNeck'),
-            loss_weight=1.0),
+            loss_weight=4.0),
         # per-location sigmoid class logits of the FCOS head
         cls=dict(
             type='LogitKDLoss',
