@@ -73,9 +73,8 @@ def main(argv=None):
                                              'step_length.json'))
     args = p.parse_args(argv)
     from mmengine.registry import DefaultScope
-    from mmengine.structures import InstanceData  # noqa: F401
 
-    import mokd_det  # noqa: F401
+    import mokd_det  # noqa: F401 (registries)
     from mokd_det.utils import load_config
     sys.path.insert(0, ROOT)
     from tests.helpers import det_samples
@@ -102,8 +101,6 @@ def main(argv=None):
         for method in METHODS:
             model, wrapper = build(cfg, method, state)
             model.train()
-            if method == 'mokd-amortized':
-                from mokd_det.hooks import MoKDAmortizedHook  # noqa: F401
             first = model.data_preprocessor(batches[0], training=True)
             kinds = reach(model, (first['inputs'], first['data_samples']))
             names = [n for n, q in model.named_parameters()
