@@ -63,6 +63,10 @@ CLS_CPU = dict(
     seeds=[0, 1, 2], tune_seeds=[100, 101], min_gap=10.0, jobs=2,
     threads=1)
 
+# screens of a classification preset that ranks (issue 20)
+CLS_FEW = dict(copy.deepcopy(CLS_CPU), student_train=200, student_epochs=100)
+CLS_FEW5 = dict(copy.deepcopy(CLS_CPU), student_train=500, student_epochs=40)
+
 
 def _smoke(preset: dict, **data) -> dict:
     """The pipeline of ``preset`` in seconds: a few tiny images, one
@@ -85,6 +89,8 @@ def _smoke(preset: dict, **data) -> dict:
 PRESETS = {
     'cpu': DET_CPU,
     'cls-cpu': CLS_CPU,
+    'cls-few': CLS_FEW,
+    'cls-few5': CLS_FEW5,
     'cpu-smoke': _smoke(DET_CPU, num_train=16, num_val=8),
     'cls-cpu-smoke': _smoke(CLS_CPU, num_train=32, num_val=16),
     # not yet calibrated on a GPU (none lent so far)

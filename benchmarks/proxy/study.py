@@ -181,6 +181,10 @@ class Study:
             epochs = p['student_epochs']
             _merge(cfg.model, copy.deepcopy(p.get('distiller', {})))
         self._retarget(cfg, epochs, seed)
+        if name != 'teacher' and p.get('student_train'):
+            # the students learn from the first N labelled images; the
+            # teacher saw them all (a teacher trained on more data)
+            cfg.train_dataloader.dataset.indices = p['student_train']
         apply_options(cfg, name)
         cfg.custom_imports = dict(imports=['mokd_det'],
                                   allow_failed_imports=False)

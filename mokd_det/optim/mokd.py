@@ -105,6 +105,9 @@ source:
   ``abstract_weighting.py`` L37-55, which resets only the shared
   gradients). ``'all'``: every parameter takes the weighted combination
   (DTO-KD's J_t over theta).
+* ``metric='adam'`` (exact mode, Adam-type optimizers): the Gram matrix
+  in Adam's preconditioned metric, so that the min-norm point balances
+  the directions Adam steps in (:class:`~.mokd_modes.ExactMode`).
 * Per-term objectives: ``groups=('task', 'distill.fpn', 'distill.cls')``
   balances each distillation term (``distill.<name>`` of the distiller's
   ``distill_losses``) as its own objective; K >= 3 uses the exact solver.
@@ -179,6 +182,10 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         stretch_interval: Amortized mode with ``step_scale='kd'``: updates
             between two measurements of vanilla KD's step length. Defaults
             to 10.
+        metric: ``'euclidean'`` or ``'adam'`` (exact mode with an Adam-type
+            optimizer: the Gram matrix in Adam's preconditioned metric,
+            :class:`~.mokd_modes.ExactMode`). Defaults to ``'euclidean'``
+            (the paper).
         **kwargs: See :class:`MultiObjectiveOptimWrapper`.
 
     Every option is checked whatever the mode. The mode's own state (the
@@ -206,6 +213,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                  min_weight: float = 0.05,
                  balance: str = 'all',
                  stretch_interval: int = 10,
+                 metric: str = 'euclidean',
                  **kwargs):
         super().__init__(optimizer, groups=groups, **kwargs)
         if mode not in MODES:
@@ -231,7 +239,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                        weight_update=weight_update, weight_lr=weight_lr,
                        weight_decay=weight_decay,
                        weight_optimizer=weight_optimizer,
-                       stretch_interval=stretch_interval)
+                       stretch_interval=stretch_interval, metric=metric)
         for other in MODES.values():  # every option checked in any mode
             other.check(mode, options)
         self.rule = MODES[mode](self, **options)

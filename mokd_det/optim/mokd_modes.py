@@ -32,15 +32,58 @@ def kd_stretch(step2: Tensor, gram: Tensor) -> Tensor:
     return (gram.double().sum().clamp_min(0) / step2).sqrt()
 
 
+def adam_metric(optimizer, params: List[Tensor]) -> Optional[Tensor]:
+    """The square root of Adam's diagonal preconditioner over ``params``
+    (flattened in order): 1 / sqrt(sqrt(v_hat) + eps), v_hat the
+    bias-corrected second moment of the optimizer's state, so that
+    |d * g|^2 = g^T diag(1 / (sqrt(v_hat) + eps)) g, the metric in which
+    Adam's step is a gradient step. None before every parameter has a
+    second moment (the first update: the Euclidean metric)."""
+    hyper = {id(p): g for g in optimizer.param_groups for p in g['params']}
+    parts = []
+    for p in params:
+        state = optimizer.state.get(p, {})
+        if 'exp_avg_sq' not in state:
+            return None
+        group = hyper[id(p)]
+        step = float(state['step'])
+        v_hat = state['exp_avg_sq'] / (1 - group['betas'][1]**step)
+        parts.append((v_hat.sqrt() + group['eps']).rsqrt().reshape(-1))
+    return torch.cat(parts)
+
+
 class ExactMode:
     """Exact MoKD: the min-norm weights of the groups' log-loss gradients,
-    computed from their Gram matrix at every update."""
+    computed from their Gram matrix at every update.
+
+    ``metric='adam'`` (an option, not in DTO-KD) builds that Gram matrix in
+    the metric of an Adam-type student optimizer, <g_i, g_j>_P = g_i^T P
+    g_j with P = diag(1 / (sqrt(v_hat) + eps)) from the optimizer's second
+    moments before this step (:func:`adam_metric`): the min-norm point of
+    the preconditioned directions Adam actually takes, instead of the raw
+    gradients that it rescales per coordinate (issue 20's direction; the
+    idea of balancing in the update's geometry is that of Sener and
+    Koltun's MGDA applied to the preconditioned problem). The combination
+    and the ``'kd'`` stretch stay on the raw gradients, which the optimizer
+    then preconditions as usual.
+    """
 
     def __init__(self, wrapper, gram_params: str = 'all',
-                 balance: str = 'all', **_):
+                 balance: str = 'all', metric: str = 'euclidean', **_):
         self.w = wrapper
         self.gram_params = gram_params
         self.balance = balance
+        self.metric = metric
+        if metric == 'adam':
+            for group in wrapper.optimizer.param_groups:
+                if 'betas' not in group or 'eps' not in group:
+                    raise ValueError(
+                        "MoKD metric='adam' balances in Adam's "
+                        'preconditioned metric and needs an Adam-type '
+                        f'optimizer (Adam, AdamW), got '
+                        f'{type(wrapper.optimizer).__name__}: use '
+                        "optimizer=dict(type='AdamW', ...) or "
+                        "metric='euclidean'")
 
     @staticmethod
     def check(mode: str, options: dict) -> None:
@@ -50,6 +93,13 @@ class ExactMode:
         if options['balance'] not in ('all', 'shared'):
             raise ValueError(f"balance must be 'all' or 'shared', got "
                              f"{options['balance']!r}")
+        if options['metric'] not in ('euclidean', 'adam'):
+            raise ValueError(f"metric must be 'euclidean' or 'adam', got "
+                             f"{options['metric']!r}")
+        if mode == 'amortized' and options['metric'] != 'euclidean':
+            raise ValueError(
+                "metric='adam' weighs the groups' own gradients, which only "
+                "mode='exact' computes")
 
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         return OrderedDict((g, groups[g]) for g in self.w.groups)
@@ -64,8 +114,16 @@ class ExactMode:
                 torch.tensor(shared, dtype=flat.dtype),
                 torch.tensor([p.numel() for p in params])).to(flat.device)
             balanced = gram_matrix(flat * mask)
+        metric = adam_metric(w.optimizer, params) \
+            if self.metric == 'adam' else None
+        weighing = balanced  # the Gram matrix the weights come from
+        if metric is not None:
+            rows = flat * metric.to(flat)
+            if self.gram_params == 'shared' or self.balance == 'shared':
+                rows = rows * mask
+            weighing = gram_matrix(rows)
         # Gram matrix of the log-loss gradients g_i = G_i / L_i
-        log_matrix = balanced / (scale[:, None] * scale[None, :])
+        log_matrix = weighing / (scale[:, None] * scale[None, :])
         pi = min_norm_weights(log_matrix, eps=w.eps)
         if not torch.isfinite(pi).all():  # e.g. a zero-norm gradient pair
             raise FloatingPointError(

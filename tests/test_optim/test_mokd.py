@@ -458,3 +458,52 @@ def test_per_term_groups_balance_three_objectives():
                          groups=('task', 'distill.c')).update_params(
             parse_grouped_losses({'task.loss': theta.sum() ** 2,
                                   'distill.a': theta.pow(2).sum()})[0])
+
+
+def test_adam_metric_weights_by_hand():
+    """``metric='adam'``: the min-norm weights of the log-loss gradients in
+    Adam's metric g^T diag(1 / (sqrt(v_hat) + eps)) g, v_hat from the
+    optimizer's second moment before the step; the Euclidean metric on the
+    first update (no second moment yet)."""
+    f64 = dict(dtype=torch.float64)
+    theta0 = torch.tensor([1., -2., 0.5], **f64)
+    a = torch.tensor([0., 1., 2.], **f64)
+    b = torch.tensor([3., -1., 0.], **f64)
+    v = torch.tensor([4., 1e-4, 0.25], **f64)  # Adam's second moment
+
+    def weights(metric, state):
+        theta = nn.Parameter(theta0.clone())
+        optimizer = torch.optim.Adam([theta], lr=0.1, betas=(0.9, 0.99),
+                                     eps=1e-8)
+        if state:
+            optimizer.state[theta] = dict(step=torch.tensor(3.),
+                                          exp_avg=torch.zeros(3, **f64),
+                                          exp_avg_sq=v.clone())
+        wrapper = MoKDOptimWrapper(optimizer, metric=metric, **LITERAL)
+        wrapper.update_params(grouped(task=(theta - a).pow(2).sum(),
+                                      distill=(theta - b).pow(2).sum()))
+        return wrapper.weights.double()
+
+    l_t, l_d = (theta0 - a).pow(2).sum(), (theta0 - b).pow(2).sum()
+    g_t, g_d = 2 * (theta0 - a) / l_t, 2 * (theta0 - b) / l_d
+    p = 1 / ((v / (1 - 0.99**3)).sqrt() + 1e-8)
+    by_hand = two_objective_weights(g_t @ (p * g_t), g_d @ (p * g_d),
+                                    g_t @ (p * g_d))
+    euclidean = two_objective_weights(g_t @ g_t, g_d @ g_d, g_t @ g_d)
+    assert abs(float(by_hand[0] - euclidean[0])) > 0.1  # the metric matters
+    torch.testing.assert_close(weights('adam', True), by_hand.double())
+    torch.testing.assert_close(weights('euclidean', True),
+                               euclidean.double())
+    # no second moment yet: the Euclidean weights
+    torch.testing.assert_close(weights('adam', False), euclidean.double())
+
+
+def test_adam_metric_needs_adam_and_exact_mode():
+    theta = nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match="Adam-type optimizer.*AdamW"):
+        MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), metric='adam')
+    with pytest.raises(ValueError, match="only mode='exact'"):
+        MoKDOptimWrapper(torch.optim.Adam([theta]), mode='amortized',
+                         metric='adam')
+    with pytest.raises(ValueError, match="metric must be 'euclidean' or"):
+        MoKDOptimWrapper(torch.optim.Adam([theta]), metric='sgd')
