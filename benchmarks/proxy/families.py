@@ -116,7 +116,8 @@ class ClsFamily(Family):
         width = spec['base_channels']
         num_classes = ShapesConfig(**preset['data']['shapes']).num_classes
         model.backbone.update(depth=spec.get('depth', 18),
-                              base_channels=width)
+                              base_channels=width,
+                              **preset.get('cls_backbone', {}))
         model.head.update(num_classes=num_classes, in_channels=width * 8,
                           topk=(1, ))
         model.data_preprocessor = dict(cfg.data_preprocessor,

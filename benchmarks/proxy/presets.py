@@ -66,6 +66,13 @@ CLS_CPU = dict(
 # screens of a classification preset that ranks (issue 20)
 CLS_FEW = dict(copy.deepcopy(CLS_CPU), student_train=200, student_epochs=100)
 CLS_FEW5 = dict(copy.deepcopy(CLS_CPU), student_train=500, student_epochs=40)
+# a stem that keeps resolution (3x3 stride-1 conv, no max-pool), every
+# stage at stride 2: 16 px after the first stage, 2x2 at the last
+CLS_S2 = dict(copy.deepcopy(CLS_CPU),
+              cls_backbone=dict(type='ResNet_CIFAR', strides=(2, 2, 2, 2)))
+CLS_W16 = dict(copy.deepcopy(CLS_FEW), student_model=dict(base_channels=16))
+CLS_W16_5 = dict(copy.deepcopy(CLS_FEW5),
+                 student_model=dict(base_channels=16))
 
 
 def _smoke(preset: dict, **data) -> dict:
@@ -91,6 +98,9 @@ PRESETS = {
     'cls-cpu': CLS_CPU,
     'cls-few': CLS_FEW,
     'cls-few5': CLS_FEW5,
+    'cls-w16': CLS_W16,
+    'cls-s2': CLS_S2,
+    'cls-w16-5': CLS_W16_5,
     'cpu-smoke': _smoke(DET_CPU, num_train=16, num_val=8),
     'cls-cpu-smoke': _smoke(CLS_CPU, num_train=32, num_val=16),
     # not yet calibrated on a GPU (none lent so far)
