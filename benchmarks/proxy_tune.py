@@ -47,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument('--tuned', default=None, metavar='JSON',
                    help='the tuned points (default: '
                    'benchmarks/results/tuned_<preset>.json)')
+    p.add_argument('--jobs', type=int, default=None,
+                   help="runs in parallel (default: the preset's)")
+    p.add_argument('--threads', type=int, default=None,
+                   help="threads per run (default: the preset's)")
     p.add_argument('--plan', action='store_true',
                    help='print the runs; train nothing')
     return p.parse_args(argv)
@@ -75,7 +79,8 @@ def main(argv=None):
     study.ensure_data()
     start = time.time()
     study.ensure_teacher()
-    failed = study.run_all(runs, preset['jobs'], preset['threads'])
+    failed = study.run_all(runs, args.jobs or preset['jobs'],
+                           args.threads or preset['threads'])
     if failed:
         raise SystemExit('[tune] failed runs (nothing recorded): ' +
                          ', '.join(f'{n} seed {s}' for n, s in failed))
