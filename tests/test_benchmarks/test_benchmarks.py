@@ -368,3 +368,33 @@ def test_gpu_suite_dry_run(tmp_path):
     amp = (tmp_path / 'step_retinanet_amp.log').read_text()
     assert 'plan: dot: --amp maps to AmpDOTOptimWrapper' in amp
     assert (tmp_path / 'proxy_gpu' / 'configs' / 'pkd_seed0.py').is_file()
+
+
+def test_cls_preset_student_subset_and_backbone(tmp_path):
+    """``cls-cpu-few``: the students learn from the first ``student_train``
+    images, the teacher from all; both backbones keep the resolution
+    (ResNet_CIFAR, stride-2 stages), so the last stage is 2x2 at 32 px."""
+    sys.path.insert(0, BENCH)
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, MODELS
+    from proxy.families import FAMILIES
+    from proxy.presets import PRESETS
+    from proxy.study import Study
+
+    import mokd_det  # noqa: F401 (registries)
+
+    preset = PRESETS['cls-cpu-few']
+    assert preset['student_train'] == 500
+    study = Study(preset, FAMILIES['cls'], str(tmp_path))
+    teacher = Config.fromfile(study.config('teacher', 0))
+    assert 'indices' not in teacher.train_dataloader.dataset
+    for name in ('scratch', 'kd'):
+        cfg = Config.fromfile(study.config(name, 0))
+        assert cfg.train_dataloader.dataset.indices == 500, name
+        assert 'indices' not in cfg.val_dataloader.dataset, name
+    assert cfg.model.student.backbone.type == 'ResNet_CIFAR'
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        backbone = MODELS.build(teacher.model.backbone)
+    last = backbone(torch.zeros(1, 3, 32, 32))[-1]
+    assert last.shape[-2:] == (2, 2)
