@@ -79,7 +79,9 @@ CLS_CPU = dict(
 CLS_CPU_FEW = dict(
     copy.deepcopy(CLS_CPU),
     cls_backbone=dict(type='ResNet_CIFAR', strides=(2, 2, 2, 2)),
-    student_train=500, student_epochs=120)
+    student_train=500, student_epochs=120,
+    # the teacher leads scratch by 8-12 points here (seeds 0 and 100)
+    min_gap=5.0)
 
 
 def _smoke(preset: dict, **data) -> dict:
