@@ -47,9 +47,9 @@ import time
 from common import ROOT, markdown_table
 from proxy import stats, tuning
 from proxy.families import FAMILIES
-from proxy.presets import PRESETS, QUICK
+from proxy.presets import PRESETS, QUICK, with_overrides
 from proxy.runs import STUDY, grid, parse_run
-from proxy.study import Study
+from proxy.study import Study, add_parallel_args
 
 
 def parse_args(argv=None):
@@ -80,10 +80,7 @@ def parse_args(argv=None):
                    help='report the seeds each paired interval needs to be '
                    'this narrow on each side, in the reported unit '
                    '(default 0.5: DTO-KD\'s reported optimiser gain)')
-    p.add_argument('--jobs', type=int, default=None,
-                   help="runs in parallel (default: the preset's)")
-    p.add_argument('--threads', type=int, default=None,
-                   help="threads per run (default: the preset's)")
+    add_parallel_args(p)
     p.add_argument('--shard', default=None, metavar='I/N',
                    help='run only every N-th run, starting at I')
     p.add_argument('--work-dir', default=None,
@@ -198,11 +195,8 @@ def report(study, preset_name, names, seeds, args, minutes) -> dict:
 
 def main(argv=None):
     args = parse_args(argv)
-    preset = dict(PRESETS[args.preset])
-    for key in ('teacher_epochs', 'student_epochs', 'jobs', 'threads',
-                'min_gap'):
-        if getattr(args, key, None) is not None:
-            preset[key] = getattr(args, key)
+    preset = with_overrides(args.preset, args, (
+        'teacher_epochs', 'student_epochs', 'jobs', 'threads', 'min_gap'))
     if preset['min_gap'] is not None and preset['min_gap'] < 0:
         preset['min_gap'] = None
     names, seeds = plan_runs(args, preset)

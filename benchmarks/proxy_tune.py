@@ -26,9 +26,9 @@ import time
 from common import ROOT, markdown_table
 from proxy import tuning
 from proxy.families import FAMILIES
-from proxy.presets import PRESETS
+from proxy.presets import PRESETS, with_overrides
 from proxy.runs import parse_run
-from proxy.study import Study
+from proxy.study import Study, add_parallel_args
 
 
 def parse_args(argv=None):
@@ -47,10 +47,7 @@ def parse_args(argv=None):
     p.add_argument('--tuned', default=None, metavar='JSON',
                    help='the tuned points (default: '
                    'benchmarks/results/tuned_<preset>.json)')
-    p.add_argument('--jobs', type=int, default=None,
-                   help="runs in parallel (default: the preset's)")
-    p.add_argument('--threads', type=int, default=None,
-                   help="threads per run (default: the preset's)")
+    add_parallel_args(p)
     p.add_argument('--plan', action='store_true',
                    help='print the runs; train nothing')
     return p.parse_args(argv)
@@ -58,7 +55,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    preset = PRESETS[args.preset]
+    preset = with_overrides(args.preset, args, ('jobs', 'threads'))
     seeds = args.seeds or preset['tune_seeds']
     overlap = sorted(set(seeds) & set(preset['seeds']))
     if overlap:
@@ -79,8 +76,7 @@ def main(argv=None):
     study.ensure_data()
     start = time.time()
     study.ensure_teacher()
-    failed = study.run_all(runs, args.jobs or preset['jobs'],
-                           args.threads or preset['threads'])
+    failed = study.run_all(runs, preset['jobs'], preset['threads'])
     if failed:
         raise SystemExit('[tune] failed runs (nothing recorded): ' +
                          ', '.join(f'{n} seed {s}' for n, s in failed))

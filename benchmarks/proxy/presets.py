@@ -7,8 +7,8 @@ teacher's required lead over the scratch student (``min_gap``, in the
 reported unit). Optional: ``student_train``, the number of labelled
 training images the students learn from (the first N; the teacher learns
 from all), and ``cls_backbone``, overrides of both classification
-backbones (type, strides). The calibration of the CPU presets, step by step, is in
-``benchmarks/RESULTS.md``.
+backbones (type, strides). The calibration of the CPU presets, step by
+step, is in ``benchmarks/RESULTS.md``.
 """
 import copy
 
@@ -124,6 +124,16 @@ PRESETS = {
         seeds=[0, 1, 2], tune_seeds=[100, 101], min_gap=10.0, jobs=8,
         threads=2),
 }
+
+def with_overrides(name: str, args, keys) -> dict:
+    """A copy of preset ``name`` with each of ``keys`` that the command
+    line ``args`` sets (not None) replaced."""
+    preset = dict(PRESETS[name])
+    for key in keys:
+        if getattr(args, key, None) is not None:
+            preset[key] = getattr(args, key)
+    return preset
+
 
 #: quick mode: two runs paired, two seeds, for iterating on one method
 QUICK = dict(seeds=[0, 1])

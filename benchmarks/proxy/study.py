@@ -60,6 +60,14 @@ def schedule(preset: dict, epochs: int) -> list:
              convert_to_iter_based=True)]
 
 
+def add_parallel_args(parser) -> None:
+    """``--jobs`` and ``--threads``, which override the preset's."""
+    parser.add_argument('--jobs', type=int, default=None,
+                        help="runs in parallel (default: the preset's)")
+    parser.add_argument('--threads', type=int, default=None,
+                        help="threads per run (default: the preset's)")
+
+
 class Study:
     """The runs of ``preset`` (a dict of :mod:`proxy.presets`) in
     ``work_dir``."""
