@@ -32,19 +32,25 @@ def kd_stretch(step2: Tensor, gram: Tensor) -> Tensor:
     return (gram.double().sum().clamp_min(0) / step2).sqrt()
 
 
-def adam_metric(optimizer, params: List[Tensor]) -> Optional[Tensor]:
+def adam_metric(optimizer, params: List[Tensor],
+                present: List[bool]) -> Optional[Tensor]:
     """The square root of Adam's diagonal preconditioner over ``params``
     (flattened in order): 1 / sqrt(sqrt(v_hat) + eps), v_hat the
     bias-corrected second moment of the optimizer's state, so that
     |d * g|^2 = g^T diag(1 / (sqrt(v_hat) + eps)) g, the metric in which
-    Adam's step is a gradient step. None before every parameter has a
-    second moment (the first update: the Euclidean metric)."""
+    Adam's step is a gradient step. None while a parameter that some group
+    reaches (``present``) has no second moment yet (the first update: the
+    Euclidean metric); a parameter no group reaches has a zero gradient
+    row, and Adam never gives it a second moment, so its entries are 1."""
     hyper = {id(p): g for g in optimizer.param_groups for p in g['params']}
     parts = []
-    for p in params:
+    for p, reached in zip(params, present):
         state = optimizer.state.get(p, {})
         if 'exp_avg_sq' not in state:
-            return None
+            if reached:
+                return None
+            parts.append(p.new_ones(p.numel()))
+            continue
         group = hyper[id(p)]
         step = float(state['step'])
         v_hat = state['exp_avg_sq'] / (1 - group['betas'][1]**step)
@@ -109,17 +115,19 @@ class ExactMode:
         w = self.w
         flat, present, shared, raw_matrix = w.group_gradients(grads, params)
         balanced = raw_matrix  # Gram matrix of what the weights apply to
-        if self.gram_params == 'shared' or self.balance == 'shared':
+        # weights from the parameters every objective reaches only
+        restrict = self.gram_params == 'shared' or self.balance == 'shared'
+        if restrict:
             mask = torch.repeat_interleave(
                 torch.tensor(shared, dtype=flat.dtype),
                 torch.tensor([p.numel() for p in params])).to(flat.device)
             balanced = gram_matrix(flat * mask)
-        metric = adam_metric(w.optimizer, params) \
+        metric = adam_metric(w.optimizer, params, present) \
             if self.metric == 'adam' else None
         weighing = balanced  # the Gram matrix the weights come from
         if metric is not None:
             rows = flat * metric.to(flat)
-            if self.gram_params == 'shared' or self.balance == 'shared':
+            if restrict:
                 rows = rows * mask
             weighing = gram_matrix(rows)
         # Gram matrix of the log-loss gradients g_i = G_i / L_i

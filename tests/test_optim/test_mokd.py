@@ -473,8 +473,11 @@ def test_adam_metric_weights_by_hand():
 
     def weights(metric, state):
         theta = nn.Parameter(theta0.clone())
-        optimizer = torch.optim.Adam([theta], lr=0.1, betas=(0.9, 0.99),
-                                     eps=1e-8)
+        # a parameter no objective reaches: Adam never gives it a moment,
+        # and it must not hold the metric at the Euclidean one
+        unused = nn.Parameter(torch.ones(2, **f64))
+        optimizer = torch.optim.Adam([theta, unused], lr=0.1,
+                                     betas=(0.9, 0.99), eps=1e-8)
         if state:
             optimizer.state[theta] = dict(step=torch.tensor(3.),
                                           exp_avg=torch.zeros(3, **f64),
