@@ -6,6 +6,7 @@ are updated from the change. mmengine's DDP path never calls the model's
 how the recomputation is kept faithful and cheap."""
 import torch
 from mmengine.dist import all_reduce
+from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
 from ..loss_groups import get_loss_groups
@@ -19,7 +20,10 @@ class MoKDAmortizedHook(RecomputeHook):
     """Recomputes the losses after each step of
     ``MoKDOptimWrapper(mode='amortized')`` and updates its weights; the
     before/after values are averaged over ranks (one all-reduce) so the
-    weights stay identical on every rank."""
+    weights stay identical on every rank. With the wrapper's
+    ``weight_signal='next'`` it does nothing."""
+
+    active = True
 
     def before_run(self, runner) -> None:
         from ..optim.mokd import MoKDOptimWrapper
@@ -29,7 +33,25 @@ class MoKDAmortizedHook(RecomputeHook):
             raise TypeError(
                 'MoKDAmortizedHook goes with MoKDOptimWrapper(mode='
                 f"'amortized'), not {type(wrapper).__name__}")
+        self.active = wrapper.recomputes
+        if not self.active:
+            # weight_signal='next' reads the next update's losses: nothing
+            # to recompute, and no cache to keep
+            print_log(
+                "MoKDAmortizedHook: weight_signal='next' needs no "
+                'recomputation; the hook does nothing (it may be removed '
+                'from custom_hooks)', logger='current')
+            return
         super().before_run(runner)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        if self.active:
+            super().before_train_iter(runner, batch_idx, data_batch)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        if self.active:
+            super().after_train_iter(runner, batch_idx, data_batch, outputs)
 
     def after_step(self, runner, model) -> None:
         wrapper = runner.optim_wrapper

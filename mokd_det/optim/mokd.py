@@ -53,6 +53,10 @@ weight update, counted in ``train/kd/skipped_weight_updates``):
 * ``weight_update='eq18'`` (the paper's Eq. 18 as printed, which ignores the
   improvement rates): grad_w = J_softmax(w)^T grad_pi 1/2 (sum_k pi_k log
   L_k)^2, then the same AdamW step.
+* ``weight_signal='next'`` (an option; the default ``'recompute'`` is
+  DTO-KD's and FAMO's): no recomputation; delta_k compares each update's
+  losses with the next update's, on the next batch
+  (:class:`~.mokd_modes.AmortizedMode` states what that changes).
 * ``step_scale`` (below) applies as in exact mode: ``'c'`` divides the
   objective by c = sum_k z_k / L_k (FAMO does, DTO-KD's Algorithm 1 does
   not).
@@ -182,6 +186,10 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         stretch_interval: Amortized mode with ``step_scale='kd'``: updates
             between two measurements of vanilla KD's step length. Defaults
             to 10.
+        weight_signal: ``'recompute'`` (amortized mode: the losses on the
+            same batch after the step, recomputed by ``MoKDAmortizedHook``,
+            DTO-KD) or ``'next'`` (the next update's losses; no hook, no
+            extra forward). Defaults to ``'recompute'``.
         metric: ``'euclidean'`` or ``'adam'`` (exact mode with an Adam-type
             optimizer: the Gram matrix in Adam's preconditioned metric,
             :class:`~.mokd_modes.ExactMode`). Defaults to ``'euclidean'``
@@ -193,9 +201,11 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
     :attr:`rule`.
 
     Note:
-        ``mode='amortized'`` needs ``custom_hooks=[dict(type=
-        'MoKDAmortizedHook')]``, which recomputes the losses after each step;
-        the wrapper raises at the second update if the hook is missing.
+        ``mode='amortized'`` with ``weight_signal='recompute'`` needs
+        ``custom_hooks=[dict(type='MoKDAmortizedHook')]``, which recomputes
+        the losses after each step; the wrapper raises at the second update
+        if the hook is missing. With ``weight_signal='next'`` the hook is
+        not needed (where present, it does nothing).
     """
     amp_variant = 'AmpMoKDOptimWrapper'
 
@@ -214,6 +224,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                  balance: str = 'all',
                  stretch_interval: int = 10,
                  metric: str = 'euclidean',
+                 weight_signal: str = 'recompute',
                  **kwargs):
         super().__init__(optimizer, groups=groups, **kwargs)
         if mode not in MODES:
@@ -239,7 +250,8 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                        weight_update=weight_update, weight_lr=weight_lr,
                        weight_decay=weight_decay,
                        weight_optimizer=weight_optimizer,
-                       stretch_interval=stretch_interval, metric=metric)
+                       stretch_interval=stretch_interval, metric=metric,
+                       weight_signal=weight_signal)
         for other in MODES.values():  # every option checked in any mode
             other.check(mode, options)
         self.rule = MODES[mode](self, **options)
@@ -297,6 +309,12 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                 self.log_scalar(f'kd/raw_weight_{g}', raw_weights[k])
 
     # ------------------------------------------------------ amortized hooks
+    @property
+    def recomputes(self) -> bool:
+        """Whether each step's losses must be recomputed after it
+        (amortized mode with ``weight_signal='recompute'``)."""
+        return bool(getattr(self.rule, 'recomputes', False))
+
     def pending_losses(self) -> Optional[Tensor]:
         """Amortized mode, after a step: this rank's group losses (in
         ``groups`` order) on the last batch before the step, waiting for

@@ -176,17 +176,39 @@ class ExactMode:
 
 
 class AmortizedMode:
-    """Amortized MoKD: weight logits updated FAMO-style after each step
-    (:meth:`update_weights`, called by ``MoKDAmortizedHook``); with
-    ``step_scale='kd'`` every ``stretch_interval``-th update measures both
-    group gradients for the running stretch."""
+    """Amortized MoKD: weight logits updated FAMO-style from how much each
+    group's log-loss fell over one step; with ``step_scale='kd'`` every
+    ``stretch_interval``-th update measures both group gradients for the
+    running stretch.
+
+    Where the "after" losses come from (``weight_signal``):
+
+    * ``'recompute'`` (DTO-KD Algorithm 1, FAMO): the same batch, recomputed
+      after the step by ``MoKDAmortizedHook`` (:meth:`update_weights`): a
+      no-grad forward of the student and the losses per iteration.
+    * ``'next'`` (an option, not in DTO-KD or FAMO; issue 21): the losses
+      the next update computes anyway, on its own batch, at the updated
+      parameters: delta_k = log L_k(theta_t; b_t) - log L_k(theta_{t+1};
+      b_{t+1}), the losses of each update's first micro-batch averaged
+      over ranks. No extra forward; the weights of update t+1 are set
+      from delta_t before its gradient, as in ``'recompute'``. What
+      changes: delta compares two batches, so it adds the batches'
+      difference to the improvement. Its expectation over the batches is
+      still the expected improvement (b_t and b_{t+1} are drawn alike),
+      and a difficulty common to all groups (a harder batch raising every
+      log-loss by the same amount) cancels in FAMO's gradient, since the
+      softmax Jacobian maps a constant vector to 0; what remains is the
+      groups' relative difficulty from batch to batch, noise that the
+      logits' Adam averages over its momentum.
+    """
 
     def __init__(self, wrapper, weight_update: str = 'famo',
                  weight_lr: float = 0.025, weight_decay: float = 0.01,
                  weight_optimizer: str = 'adamw', stretch_interval: int = 10,
-                 **_):
+                 weight_signal: str = 'recompute', **_):
         self.w = wrapper
         self.weight_update = weight_update
+        self.weight_signal = weight_signal
         self.stretch_interval = stretch_interval
         optimizers = dict(adamw=torch.optim.AdamW, adam=torch.optim.Adam)
         self.logits = torch.zeros(len(wrapper.groups), requires_grad=True)
@@ -199,6 +221,11 @@ class AmortizedMode:
         #: this rank's losses before the step, awaiting their recomputation
         self.pending: Optional[Tensor] = None
         self.skipped_weight_updates = 0
+        #: ``weight_signal='next'``: the rank-averaged losses of the first
+        #: micro-batch after the last weight update, and whether a step
+        #: has been taken since (the next first micro-batch then updates)
+        self.before: Optional[Tensor] = None
+        self.stepped = False
 
     @staticmethod
     def check(mode: str, options: dict) -> None:
@@ -213,6 +240,11 @@ class AmortizedMode:
         if not (isinstance(interval, int) and interval >= 1):
             raise ValueError('stretch_interval must be an int >= 1, got '
                              f'{interval!r}')
+        if options['weight_signal'] not in ('recompute', 'next'):
+            raise ValueError(
+                "weight_signal must be 'recompute' (DTO-KD: the same batch "
+                "after the step) or 'next' (the next update's losses, no "
+                f"extra forward), got {options['weight_signal']!r}")
         if mode == 'amortized' and options['balance'] == 'shared':
             raise ValueError(
                 "balance='shared' needs each objective's own gradient, which "
@@ -231,8 +263,20 @@ class AmortizedMode:
             self.stretch is None
             or self.since_stretch >= self.stretch_interval - 1)
 
+    @property
+    def recomputes(self) -> bool:
+        """Whether the losses are recomputed after each step (by
+        ``MoKDAmortizedHook``)."""
+        return self.weight_signal == 'recompute'
+
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         w = self.w
+        losses = torch.stack([groups[g] for g in w.groups])
+        mean = None  # the losses over all ranks (one all-reduce of K)
+        if not self.recomputes:
+            mean = loss_value(losses).clone()
+            all_reduce(mean, op='mean')
+            self._next_signal(mean)
         if self._measures_stretch():
             return OrderedDict((g, groups[g]) for g in w.groups)
         if self.pending is not None:
@@ -240,26 +284,41 @@ class AmortizedMode:
                 "MoKDOptimWrapper(mode='amortized') got no loss recomputation "
                 'after its last step: add the hook to the config, keeping '
                 "the base config's hooks: custom_hooks = [*_base_.get("
-                "'custom_hooks', []), dict(type='MoKDAmortizedHook')]")
+                "'custom_hooks', []), dict(type='MoKDAmortizedHook')], or "
+                "set weight_signal='next' (no recomputation)")
         z = self._floored().to(groups[w.groups[0]])
-        losses = torch.stack([groups[g] for g in w.groups])
         # grad log(L) = grad L / L with L the loss over all ranks (averaged
         # like the gradients), so DDP equals one process on the whole batch:
         # L_k / sg(mean_ranks L_k) has that gradient
-        norm = loss_value(losses).clone()
-        all_reduce(norm, op='mean')
-        norm = (norm + w.eps).to(losses.dtype)
+        if mean is None:
+            mean = loss_value(losses).clone()
+            all_reduce(mean, op='mean')
+        norm = (mean + w.eps).to(losses.dtype)
         objective = (z * losses / norm).sum()
         factor = w.step_factor(z / norm)
         if w.step_scale == 'kd':
             factor = factor * self.stretch
         return {'weighted': objective * factor}
 
+    def _next_signal(self, mean: Tensor) -> None:
+        """``weight_signal='next'``: the first micro-batch after a step
+        updates the logits from the last such losses to ``mean`` (this
+        micro-batch's, over all ranks) and keeps ``mean`` for the next."""
+        if self.before is None:
+            self.before = mean.detach().cpu()
+        elif self.stepped:
+            self.update_weights(self.before, mean)
+            self.before = mean.detach().cpu()
+        self.stepped = False
+
     def apply_gradients(self, grads: Dict[str, Grads], scale: Tensor,
                         params: List[Tensor]) -> None:
         w = self.w
-        # compared with the recomputation on the same (last) batch
-        self.pending = w.last_values
+        if self.recomputes:
+            # compared with the recomputation on the same (last) batch
+            self.pending = w.last_values
+        else:
+            self.stepped = True
         w.weights = self._floored()
         if 'weighted' in grads:
             self.since_stretch += 1
@@ -320,7 +379,8 @@ class AmortizedMode:
         return dict(logits=self.logits.detach().clone(),
                     logit_optimizer=self.logit_optimizer.state_dict(),
                     pending=self.pending, stretch=self.stretch,
-                    since_stretch=self.since_stretch)
+                    since_stretch=self.since_stretch, before=self.before,
+                    stepped=self.stepped)
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():
@@ -329,6 +389,8 @@ class AmortizedMode:
         self.pending = state.get('pending')
         self.stretch = state.get('stretch')
         self.since_stretch = state.get('since_stretch', 0)
+        self.before = state.get('before')
+        self.stepped = state.get('stepped', False)
 
 
 MODES = dict(exact=ExactMode, amortized=AmortizedMode)

@@ -19,6 +19,10 @@ METHODS = {
                    dict(mode='exact'), []),
     'mokd_amortized': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
                        dict(mode='amortized'), [MoKDAmortizedHook]),
+    # the weights from the next update's losses: no recomputation, no hook
+    'mokd_amortized_next': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
+                            dict(mode='amortized', weight_signal='next'),
+                            []),
     # the learnt distillation weight (and the temperatures where the toy
     # has them)
     'mkd': (MKDOptimWrapper, AmpMKDOptimWrapper, dict(interval=2),

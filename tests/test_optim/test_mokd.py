@@ -167,6 +167,41 @@ def test_amortized_without_recomputation_is_an_error():
                                       distill=theta.sum()))
 
 
+def test_amortized_next_signal_by_hand():
+    """weight_signal='next': update 1 keeps its losses (4, 2); update 2's
+    batch is harder for the task (task 3 sum theta): its losses at the
+    updated theta (5.7, 1.9) set the logits before its gradient: delta =
+    (log 4/5.7, log 2/1.9), grad_w = J^T delta = 0.25 (d_t - d_d) (1, -1)
+    < 0 on the task, so AdamW's first step raises the task's logit by lr.
+    No recomputation is asked for: pending stays None, no hook runs."""
+    f64 = dict(dtype=torch.float64)
+    theta = nn.Parameter(torch.ones(2, **f64))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1),
+                               mode='amortized', weight_signal='next',
+                               **LITERAL)
+    assert not wrapper.recomputes
+    wrapper.update_params(grouped(task=2 * theta.sum(), distill=theta.sum()))
+    assert wrapper.pending_losses() is None
+    # z = (.5, .5): .5 * 2 / 4 + .5 * 1 / 2 per coordinate
+    torch.testing.assert_close(theta.detach(), torch.full((2, ), 0.95, **f64))
+    torch.testing.assert_close(wrapper.rule.logits.detach(),
+                               torch.zeros(2))  # nothing to compare yet
+    wrapper.update_params(grouped(task=3 * theta.sum(), distill=theta.sum()))
+    logits = torch.tensor([0.025, -0.025])
+    torch.testing.assert_close(wrapper.rule.logits.detach(), logits)
+    z_t, z_d = torch.softmax(logits.double(), 0).tolist()
+    torch.testing.assert_close(
+        theta.detach(),
+        torch.full((2, ), 0.95 - 0.1 * (z_t * 3 / 5.7 + z_d * 1 / 1.9),
+                   **f64))
+    assert wrapper.rule.before.tolist() == pytest.approx([5.7, 1.9])
+    # a third update: no error for the missing hook
+    wrapper.update_params(grouped(task=3 * theta.sum(), distill=theta.sum()))
+    with pytest.raises(ValueError, match="weight_signal must be"):
+        MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), mode='amortized',
+                         weight_signal='same')
+
+
 def test_model_without_groups_fails_with_a_clear_message():
     theta = nn.Parameter(torch.ones(2))
     wrapper = MoKDOptimWrapper(torch.optim.SGD([theta], lr=0.1), **LITERAL)

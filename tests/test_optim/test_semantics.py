@@ -35,21 +35,45 @@ def test_accumulation_equals_one_large_batch(method, tmp_path):
     assert_same_state(method_state(big), method_state(small))
 
 
-def test_amortized_accumulation_follows_its_documented_semantics(tmp_path):
+@pytest.mark.parametrize('method', ['mokd_amortized', 'mokd_amortized_next'])
+def test_amortized_accumulation_follows_its_documented_semantics(
+        method, tmp_path):
     """Amortized MoKD differentiates sum_k z_k log L_k per micro-batch (the
     normaliser L_k is the micro-batch's own), so accumulation averages the
-    micro-batch log-loss gradients. With identical micro-batches that equals
-    the large batch exactly."""
+    micro-batch log-loss gradients; weight_signal='next' reads each
+    update's first micro-batch. With identical micro-batches both equal
+    the large batch exactly (three updates: the weights move)."""
     big = toy_distiller(tmp_path)
     small = copy.deepcopy(big)
-    r_big = make_runner('mokd_amortized', big)
-    r_small = make_runner('mokd_amortized', small, accumulative_counts=2)
-    x, y = toy_batch(2, seed=0)
-    train(r_big, [(torch.cat([x, x]), torch.cat([y, y]))])
-    train(r_small, [(x, y), (x, y)])
+    r_big = make_runner(method, big)
+    r_small = make_runner(method, small, accumulative_counts=2)
+    batches = [toy_batch(2, seed=s) for s in range(3)]
+    train(r_big, [(torch.cat([x, x]), torch.cat([y, y])) for x, y in batches])
+    train(r_small, [b for b in batches for _ in range(2)])
+    assert float(r_big.optim_wrapper.rule.logits.abs().max()) > 0
     assert_same_state(method_state(big), method_state(small))
     torch.testing.assert_close(r_big.optim_wrapper.rule.logits,
                                r_small.optim_wrapper.rule.logits)
+
+
+def test_amortized_next_never_recomputes(tmp_path, monkeypatch):
+    """weight_signal='next' with MoKDAmortizedHook still in the config (as
+    the shipped amortized configs had it): the hook does nothing, no loss
+    is recomputed, and the weights still move."""
+    from mokd_det.distillers.base import BaseDistiller
+    from mokd_det.hooks import MoKDAmortizedHook
+
+    def no_recompute(self):
+        raise AssertionError('weight_signal=next recomputed the losses')
+
+    monkeypatch.setattr(BaseDistiller, 'recompute_loss', no_recompute)
+    model = toy_distiller(tmp_path)
+    runner = make_runner('mokd_amortized_next', model)
+    runner.hooks = [MoKDAmortizedHook()]
+    runner.hooks[0].before_run(runner)
+    assert model.recompute_cache is None
+    train(runner, [toy_batch(4, seed=s) for s in range(3)])
+    assert float(runner.optim_wrapper.rule.logits.abs().max()) > 0
 
 
 @pytest.mark.parametrize('method', ALL)
