@@ -29,12 +29,19 @@ its tensor to ``optim_wrapper.update_params``. A plain ``OptimWrapper``
 ignores the attachment and trains on the sum; a multi-objective wrapper reads
 it with :func:`get_loss_groups`.
 
+The distillers also attach the student's **shared features**
+(:class:`SharedFeatures`: the outputs of its ``extract_feat``, through which
+every objective reaches the backbone and neck), for the methods that
+weigh the objectives by their gradients there instead of on the
+parameters (``MoKDOptimWrapper(gradients='features')``):
+:func:`get_shared_features`.
+
 Which entries count: in the task group, keys containing ``'loss'`` (mmdet's
 convention: ``task.acc`` is logged, not optimised); in every other group,
 all entries.
 """
 from collections import OrderedDict
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from mmengine.utils import is_list_of
 from torch import Tensor
@@ -43,6 +50,26 @@ TASK = 'task'
 DISTILL = 'distill'
 _ATTR = '_mokd_loss_groups'
 _TERMS = '_mokd_loss_terms'
+_SHARED = '_mokd_shared_features'
+
+
+class SharedFeatures(NamedTuple):
+    """The student's features that every objective reaches, from one
+    forward.
+
+    Attributes:
+        tensors: The feature tensors (the FPN levels of a detector, the
+            pooled features of a classifier).
+        below: The parameters that compute them (the student's backbone
+            and neck): every objective reaches them through ``tensors``
+            only.
+        unusable: None, or why the objectives do not all pass through
+            ``tensors`` (a distillation term tapping the backbone), for the
+            method to refuse with.
+    """
+    tensors: List[Tensor]
+    below: List[Tensor]
+    unusable: Optional[str] = None
 
 
 def split_key(key: str) -> Tuple[str, str]:
@@ -125,3 +152,13 @@ def get_loss_groups(loss: Tensor,
     if with_terms:
         return OrderedDict(groups, **get_loss_terms(loss))
     return groups
+
+
+def attach_shared_features(loss: Tensor, features: SharedFeatures) -> None:
+    """Attaches the student's shared features to the total loss tensor."""
+    setattr(loss, _SHARED, features)
+
+
+def get_shared_features(loss: Tensor) -> Optional[SharedFeatures]:
+    """The shared features attached to ``loss``; None if there are none."""
+    return getattr(loss, _SHARED, None)

@@ -53,7 +53,8 @@ from mmengine.registry import MODELS, Registry
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from ..loss_groups import DISTILL, TASK, parse_grouped_losses
+from ..loss_groups import (DISTILL, TASK, SharedFeatures,
+                           attach_shared_features, parse_grouped_losses)
 from .probe import probe_taps
 from .recompute_cache import RecomputeCache
 from .taps import Tap, TapRecorder, find_module
@@ -144,10 +145,18 @@ class BaseDistiller(BaseModel):
         loss_cfgs = copy.deepcopy(dict(distill_losses or {}))
         for name, cfg in loss_cfgs.items():
             self.terms.append(self._parse_term(name, cfg))
+        #: the student's shared features: the output of its neck
+        #: (``extract_feat``), or of its backbone when it has no neck or a
+        #: term taps the backbone's output
+        self.shared_tap = Tap(
+            'neck' if getattr(self.student, 'neck', None) is not None and
+            all(t.student.path != 'backbone' for t in self.terms)
+            else 'backbone')
         self.student_taps = TapRecorder(
             self.student,
-            [t.student for t in self.terms] + self.extra_student_taps(),
-            'student')
+            [t.student for t in self.terms] + self.extra_student_taps() +
+            [self.shared_tap], 'student')
+        self._shared: Optional[SharedFeatures] = None
         self.teacher_taps = TapRecorder(
             self.teacher, [t.teacher for t in self.terms], 'teacher')
         self._build_term_modules(loss_cfgs, probe_input_size)
@@ -369,6 +378,7 @@ class BaseDistiller(BaseModel):
                 cache.teacher = (feats, self.teacher_taps.snapshot(
                     exclude_prefix=self.student_dependent_prefix))
             losses = {f'{TASK}.{k}': v for k, v in task.items()}
+            self._shared = self._shared_features()
             for term in self.terms:
                 student = self.student_taps.get(term.student)
                 teacher = self.teacher_taps.get(term.teacher)
@@ -401,7 +411,46 @@ class BaseDistiller(BaseModel):
         return super().train_step(data, optim_wrapper)
 
     def parse_losses(self, losses):
-        return parse_grouped_losses(losses)
+        total, log_vars = parse_grouped_losses(losses)
+        if self._shared is not None:
+            attach_shared_features(total, self._shared)
+            self._shared = None
+        return total, log_vars
+
+    def _shared_features(self) -> SharedFeatures:
+        """The student's :attr:`shared_tap` output of this forward, the
+        parameters below it, and why it does not carry every objective's
+        gradient where it does not (for the methods that weigh objectives
+        there: ``MoKDOptimWrapper(gradients='features')``)."""
+        tap = self.shared_tap
+        below = [p for name in self.feature_prefixes[:self.feature_prefixes
+                                                    .index(tap.path) + 1]
+                 if getattr(self.student, name, None) is not None
+                 for p in getattr(self.student, name).parameters()
+                 if p.requires_grad]
+        runs = self.student_taps.count(tap)
+        if runs != 1:
+            return SharedFeatures([], below, (
+                f"the student's {tap.path} ran {runs} times in one forward; "
+                'the gradients at its output are not those of one pass'))
+        output = self.student_taps.get(tap)
+        tensors = list(output) if isinstance(output, (tuple, list)) \
+            else [output]
+        upstream = [f'{t.name} ("{t.student}")' for t in self.terms
+                    if self._is_feature_tap(t.student)
+                    and t.student.path != tap.path]
+        unusable = None
+        if upstream:
+            unusable = (
+                f'distillation terms {upstream} tap the student below its '
+                f'{tap.path} output, so their gradients reach the backbone '
+                f'without passing through the shared features. Tap '
+                f'"{tap.path}" (or a level of it, "{tap.path}:0"), or '
+                "weigh on the parameters (gradients='params')")
+        elif not any(t.requires_grad for t in tensors):
+            unusable = (f"the student's {tap.path} output does not require "
+                        'grad (a frozen backbone and neck)')
+        return SharedFeatures(tensors, below, unusable)
 
     # ------------------------------------------------------------ export
     def student_state_dict(self) -> Dict[str, Tensor]:

@@ -116,6 +116,11 @@ class TapRecorder:
                     stack.callback(handle.remove)
             yield self
 
+    def count(self, tap: Tap) -> int:
+        """How many times ``tap``'s module ran since :meth:`recording`
+        began."""
+        return len(self._records.get(tap, ()))
+
     def ran(self, tap: Tap) -> bool:
         """Whether ``tap``'s module ran since :meth:`recording` began."""
         return bool(self._records.get(tap))

@@ -210,13 +210,9 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
         factor = self._loss_factor()
         params = self.params()
         objectives = self.objectives(groups)
-        names = list(objectives)
-        for i, name in enumerate(names):
-            target = objectives[name] * (self.loss_scale / factor)
-            with record_function(f'mokd_det.grad.{name}'):
-                grads = torch.autograd.grad(
-                    target, params, retain_graph=i < len(names) - 1,
-                    allow_unused=True)
+        new = self.objective_gradients(objectives, params,
+                                       self.loss_scale / factor)
+        for name, grads in new.items():
             acc = self._acc_grads.get(name)
             if acc is None:
                 self._acc_grads[name] = list(grads)
@@ -229,6 +225,22 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
             value = loss_value(value) / factor
             self._acc_values[g] = value if g not in self._acc_values \
                 else self._acc_values[g] + value
+
+    def objective_gradients(self, objectives: Dict[str, Tensor],
+                            params: List[Tensor],
+                            scale: float) -> Dict[str, Grads]:
+        """Each objective's gradient (times ``scale``: the AMP loss scale
+        over the accumulation count) on ``params``, one
+        ``torch.autograd.grad`` each. A method that differentiates
+        otherwise overrides it."""
+        out: Dict[str, Grads] = OrderedDict()
+        names = list(objectives)
+        for i, name in enumerate(names):
+            with record_function(f'mokd_det.grad.{name}'):
+                out[name] = list(torch.autograd.grad(
+                    objectives[name] * scale, params,
+                    retain_graph=i < len(names) - 1, allow_unused=True))
+        return out
 
     def _synchronize(self) -> Tuple[Dict[str, Grads], Dict[str, Tensor]]:
         """Averages the accumulated gradients and loss values over ranks in

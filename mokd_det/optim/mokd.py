@@ -109,6 +109,11 @@ source:
   ``abstract_weighting.py`` L37-55, which resets only the shared
   gradients). ``'all'``: every parameter takes the weighted combination
   (DTO-KD's J_t over theta).
+* ``gradients='features'`` (exact mode): the weights from the
+  objectives' gradients at the student's shared features (the FPN outputs,
+  the pooled features), MGDA-UB's upper bound (Sener and Koltun, NeurIPS
+  2018), then one backward through the backbone
+  (:mod:`.mokd_features` states what differs).
 * ``metric='adam'`` (exact mode, Adam-type optimizers): the Gram matrix
   in Adam's preconditioned metric, so that the min-norm point balances
   the directions Adam steps in (:class:`~.mokd_modes.ExactMode`).
@@ -143,9 +148,10 @@ import torch
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import Tensor
 
-from ..loss_groups import DISTILL, TASK
+from ..loss_groups import DISTILL, TASK, get_shared_features
 from .base import (Grads, MultiObjectiveOptimWrapper, flatten, gram_matrix,
                    loss_value)
+from .mokd_features import FeatureExactMode
 from .mokd_modes import MODES
 
 STEP_SCALES = ('none', 'c', 'K', 'kd')
@@ -190,6 +196,10 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             same batch after the step, recomputed by ``MoKDAmortizedHook``,
             DTO-KD) or ``'next'`` (the next update's losses; no hook, no
             extra forward). Defaults to ``'recompute'``.
+        gradients: ``'params'`` (exact mode: each objective's gradient on
+            the parameters, two backward passes) or ``'features'`` (at the
+            student's shared features, MGDA-UB: one backward through the
+            backbone; :mod:`.mokd_features`). Defaults to ``'params'``.
         metric: ``'euclidean'`` or ``'adam'`` (exact mode with an Adam-type
             optimizer: the Gram matrix in Adam's preconditioned metric,
             :class:`~.mokd_modes.ExactMode`). Defaults to ``'euclidean'``
@@ -225,6 +235,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                  stretch_interval: int = 10,
                  metric: str = 'euclidean',
                  weight_signal: str = 'recompute',
+                 gradients: str = 'params',
                  **kwargs):
         super().__init__(optimizer, groups=groups, **kwargs)
         if mode not in MODES:
@@ -251,12 +262,28 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
                        weight_decay=weight_decay,
                        weight_optimizer=weight_optimizer,
                        stretch_interval=stretch_interval, metric=metric,
-                       weight_signal=weight_signal)
-        for other in MODES.values():  # every option checked in any mode
+                       weight_signal=weight_signal, gradients=gradients)
+        # every option checked in any mode
+        for other in (*MODES.values(), FeatureExactMode):
             other.check(mode, options)
-        self.rule = MODES[mode](self, **options)
+        self.rule = FeatureExactMode(self, **options) \
+            if gradients == 'features' else MODES[mode](self, **options)
 
     # ------------------------------------------------------------ objectives
+    def update_params(self, loss: Tensor, *args, **kwargs) -> None:
+        if isinstance(self.rule, FeatureExactMode):
+            self.rule.features = get_shared_features(loss)
+        try:
+            super().update_params(loss, *args, **kwargs)
+        finally:
+            if isinstance(self.rule, FeatureExactMode):
+                self.rule.features = None
+
+    def objective_gradients(self, objectives, params, scale):
+        if isinstance(self.rule, FeatureExactMode):
+            return self.rule.gradients(objectives, params, scale)
+        return super().objective_gradients(objectives, params, scale)
+
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         for g in self.groups:
             if not groups[g].detach() > 0:

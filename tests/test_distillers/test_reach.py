@@ -7,7 +7,8 @@ logits and the RPN), RetinaNet with a Swin student and a ResNet teacher,
 DINO (query KD), RTMDet, Mask R-CNN (generated box masks), and an
 mmpretrain ResNet pair. Each pair has the logit term its head gives (MKD
 learns its temperatures) and a feature term through the projection neck.
-The methods: vanilla KD, DOT, MoKD exact and amortized, MKD, all with SGD;
+The methods: vanilla KD, DOT, MoKD exact (on the parameters and at the
+shared features) and amortized, MKD, all with SGD;
 the pairs whose detectors ship AdamW (DINO, RTMDet) also run KD and DOT's
 Adam analogue with AdamW.
 
@@ -120,7 +121,8 @@ PAIRS = {
         dict(feat=_fpn('backbone', 'backbone'), cls=_logits('head')),
         False, {}),
 }
-METHODS = ['kd', 'dot', 'mokd_exact', 'mokd_amortized', 'mkd']
+METHODS = ['kd', 'dot', 'mokd_exact', 'mokd_exact_features',
+           'mokd_amortized', 'mkd']
 CASES = [(pair, method, 'sgd') for pair in PAIRS for method in METHODS] + [
     (pair, method, 'adamw') for pair in PAIRS if PAIRS[pair][3]
     for method in ('kd', 'dot')]

@@ -19,6 +19,9 @@ METHODS = {
                    dict(mode='exact'), []),
     'mokd_amortized': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
                        dict(mode='amortized'), [MoKDAmortizedHook]),
+    # the weights from the gradients at the shared features, one backward
+    'mokd_exact_features': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
+                            dict(mode='exact', gradients='features'), []),
     # the weights from the next update's losses: no recomputation, no hook
     'mokd_amortized_next': (MoKDOptimWrapper, AmpMoKDOptimWrapper,
                             dict(mode='amortized', weight_signal='next'),

@@ -545,3 +545,64 @@ def test_adam_metric_needs_adam_and_exact_mode():
                          metric='adam')
     with pytest.raises(ValueError, match="metric must be 'euclidean' or"):
         MoKDOptimWrapper(torch.optim.Adam([theta]), metric='sgd')
+
+
+def feature_step(**options):
+    """z = a (the shared features, computed by the 'below' parameter a =
+    (1, 1)); L_task = (z1 + b)^2 = 4 with b = 1, L_distill = c (z1 + 2 z2)
+    = 3 with c = 1: at z the raw gradients are (4, 0) and (1, 2), the
+    log-gradients (1, 0) and (1/3, 2/3)."""
+    from mokd_det.loss_groups import SharedFeatures, attach_shared_features
+    f64 = dict(dtype=torch.float64)
+    a = nn.Parameter(torch.ones(2, **f64))
+    b = nn.Parameter(torch.ones((), **f64))
+    c = nn.Parameter(torch.ones((), **f64))
+    wrapper = MoKDOptimWrapper(torch.optim.SGD([a, b, c], lr=0.1),
+                               gradients='features', **options)
+    z = a * 1.
+    loss = grouped(task=(z[0] + b)**2, distill=c * (z[0] + 2 * z[1]))
+    attach_shared_features(loss, SharedFeatures([z], [a]))
+    wrapper.update_params(loss)
+    return wrapper, a, b, c
+
+
+def test_feature_gradients_weights_and_one_backward_by_hand():
+    """At z: g_tt = 1, g_dd = 5/9, g_td = 1/3, so pi_task = (5/9 - 3/9) /
+    (1 + 5/9 - 6/9) = 1/4; raw weights (1/16, 1/4). a's gradient is the
+    combination at z (1/16 (4, 0) + 1/4 (1, 2) = (0.5, 0.5)), b's 4/16,
+    c's 3/4: the full backward of the weighted loss."""
+    wrapper, a, b, c = feature_step(**LITERAL)
+    torch.testing.assert_close(wrapper.weights.double(),
+                               torch.tensor([0.25, 0.75],
+                                            dtype=torch.float64))
+    torch.testing.assert_close(a.detach(), torch.full(
+        (2, ), 1 - 0.1 * 0.5, dtype=torch.float64))
+    assert float(b) == pytest.approx(1 - 0.1 * 0.25)
+    assert float(c) == pytest.approx(1 - 0.1 * 0.75)
+
+
+def test_feature_gradients_kd_stretch_by_hand():
+    """step_scale='kd': the combination at z, (0.5, 0.5), stretched to
+    the summed raw gradients' length there, |(5, 2)| = sqrt(29): the
+    factor sqrt(29 / 0.5) multiplies every parameter's gradient."""
+    wrapper, a, b, c = feature_step(step_scale='kd', min_weight=0.)
+    s = math.sqrt(29 / 0.5)
+    torch.testing.assert_close(a.detach(), torch.full(
+        (2, ), 1 - 0.1 * 0.5 * s, dtype=torch.float64))
+    assert float(b) == pytest.approx(1 - 0.1 * 0.25 * s)
+    assert float(c) == pytest.approx(1 - 0.1 * 0.75 * s)
+
+
+def test_feature_gradients_are_refused_where_they_cannot_act():
+    theta = nn.Parameter(torch.ones(2))
+    sgd = torch.optim.SGD([theta], lr=0.1)
+    for options, match in ((dict(mode='amortized'), 'one backward'),
+                           (dict(balance='shared'), "balance='shared'"),
+                           (dict(gradients='feature'), 'gradients must')):
+        with pytest.raises(ValueError, match=match):
+            MoKDOptimWrapper(sgd, **dict(dict(gradients='features'),
+                                         **options))
+    wrapper = MoKDOptimWrapper(sgd, gradients='features')
+    with pytest.raises(TypeError, match='attaches none'):
+        wrapper.update_params(grouped(task=theta.sum()**2 + 1,
+                                      distill=theta.sum()**2 + 2))
