@@ -4,8 +4,10 @@ Times (after warm-up) the training step of the shipped configs of one
 teacher/student pair, for: the student alone; plain KD (the pair's config
 with a plain OptimWrapper: one backward of the summed loss); the floor
 "plain KD + one extra student backward" (two backward passes, the distill
-loss's with ``retain_graph``); DOT; MoKD exact; MoKD amortized (with its
-loss recomputation hook); MKD (with its meta hook; the timed steps are a
+loss's with ``retain_graph``); DOT; MoKD exact, on the parameters and at
+the shared features (``gradients='features'``, one backward through the
+backbone); MoKD amortized, with its loss recomputation hook and without it
+(``weight_signal='next'``); MKD (with its meta hook; the timed steps are a
 multiple of its ``interval``, so the meta step is amortized over it exactly
 as in training); and the CWD and PKD feature-loss baselines (plain SGD).
 
@@ -64,11 +66,16 @@ from common import ROOT, markdown_table, no_pretrained, random_teacher
 from mokd_det.loss_groups import DISTILL, TASK, get_loss_groups
 from mokd_det.utils.config import amp_variant, enable_amp, load_config
 
-METHODS = ('student', 'kd', 'kd+bwd', 'dot', 'mokd-exact', 'mokd-amortized',
+METHODS = ('student', 'kd', 'kd+bwd', 'dot', 'mokd-exact',
+           'mokd-exact-features', 'mokd-amortized', 'mokd-amortized-next',
            'mkd', 'cwd', 'pkd')
 #: the leaf config of each method (``kd+bwd`` is ``kd`` with the
 #: two-backward wrapper below)
-LEAF = {'kd+bwd': 'kd'}
+LEAF = {'kd+bwd': 'kd', 'mokd-exact-features': 'mokd-exact',
+        'mokd-amortized-next': 'mokd-amortized'}
+#: the optim wrapper options of the methods that are a leaf's option
+OPTIONS = {'mokd-exact-features': dict(gradients='features'),
+           'mokd-amortized-next': dict(weight_signal='next')}
 METHOD_HOOKS = ('MoKDAmortizedHook', 'MKDMetaHook')
 
 PRESETS = {
@@ -207,6 +214,7 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     cfg.optim_wrapper.optimizer.lr = 0.0
     if method == 'kd+bwd':
         cfg.optim_wrapper.type = 'TwoBackwardOptimWrapper'
+    cfg.optim_wrapper.update(OPTIONS.get(method, {}))
     if method == 'mkd' and args.steps % cfg.optim_wrapper.interval:
         cfg.optim_wrapper.interval = args.steps
     if args.amp:

@@ -17,7 +17,9 @@ teacher's predictions in place of ground truth). Here:
 * the student's last ``num_queries`` queries are its matching queries (DINO
   puts its denoising queries first in training; the distiller fills
   ``num_queries`` from the student detector), the teacher's likewise;
-* the matching uses the **last decoder layer** of both, per image, with
+* the matching uses the **last decoder layer** of both, per image (the
+  costs of the whole batch in one batched computation on the device, one
+  copy to the host for scipy's solver), with
   DETR's box costs (``box_l1_weight`` x L1 of the boxes +
   ``giou_weight`` x (-GIoU)) plus ``cls_weight`` x the mean absolute
   difference of the class probabilities (so that two queries on one object
@@ -38,6 +40,7 @@ Temperatures, learnable ones (MKD) included, work as in
 """
 from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy, bbox_overlaps
 from mmengine.registry import MODELS
@@ -51,22 +54,20 @@ _LAYERS = ('last', 'all')
 _UNMATCHABLE = 1e6
 
 
-def match_queries(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
-                  t_boxes: Tensor, activation: str,
-                  box_l1_weight: float = 5.0, giou_weight: float = 2.0,
-                  cls_weight: float = 2.0) -> Tuple[Tensor, Tensor]:
-    """The one-to-one matching of one image's student and teacher queries.
+def matching_costs(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
+                   t_boxes: Tensor, activation: str,
+                   box_l1_weight: float = 5.0, giou_weight: float = 2.0,
+                   cls_weight: float = 2.0) -> Tensor:
+    """The ``(B, Qs, Qt)`` matching costs of a batch of images, in one
+    batched computation on the predictions' device.
 
     Args:
-        s_logits, t_logits: ``(Qs, K)``, ``(Qt, K)`` class logits.
-        s_boxes, t_boxes: ``(Qs, 4)``, ``(Qt, 4)`` normalised cxcywh boxes.
+        s_logits, t_logits: ``(B, Qs, K)``, ``(B, Qt, K)`` class logits.
+        s_boxes, t_boxes: ``(B, Qs, 4)``, ``(B, Qt, 4)`` normalised cxcywh
+            boxes.
         activation: ``'sigmoid'`` or ``'softmax'`` (of the class logits).
         box_l1_weight, giou_weight, cls_weight: Cost weights (see the
             module docstring). Defaults to 5.0, 2.0, 2.0 (DETR's box costs).
-
-    Returns:
-        ``(student_index, teacher_index)``: matched rows, ``min(Qs, Qt)``
-        pairs.
     """
     act = torch.sigmoid if activation == 'sigmoid' else \
         (lambda x: x.softmax(-1))
@@ -81,12 +82,48 @@ def match_queries(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
             p=1) / s_logits.size(-1)
     # non-finite predictions: any matching (the loss is then non-finite
     # and the KD optim wrappers skip the step) rather than a solver error
-    cost = torch.nan_to_num(cost, nan=_UNMATCHABLE, posinf=_UNMATCHABLE,
+    return torch.nan_to_num(cost, nan=_UNMATCHABLE, posinf=_UNMATCHABLE,
                             neginf=_UNMATCHABLE)
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
-    device = s_logits.device
-    return (torch.as_tensor(rows, device=device, dtype=torch.long),
-            torch.as_tensor(cols, device=device, dtype=torch.long))
+
+
+def match_query_batch(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
+                      t_boxes: Tensor, activation: str, **costs
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The one-to-one matching of every image's student and teacher
+    queries: the costs of the whole batch at once
+    (:func:`matching_costs`), one copy to the host, the Hungarian solver
+    (scipy) per image there, and one copy of the indices back.
+
+    Returns:
+        ``(image, student_index, teacher_index)``: the matched pairs of all
+        images, ``min(Qs, Qt)`` per image, image by image.
+    """
+    cost = matching_costs(s_logits, s_boxes, t_logits, t_boxes, activation,
+                          **costs).cpu().numpy()
+    matches = [linear_sum_assignment(c) for c in cost]
+    index = torch.from_numpy(np.stack([
+        np.concatenate([np.full(len(r), b) for b, (r, _) in
+                        enumerate(matches)]),
+        np.concatenate([r for r, _ in matches]),
+        np.concatenate([c for _, c in matches])]).astype(np.int64))
+    image, rows, cols = index.to(s_logits.device)
+    return image, rows, cols
+
+
+def match_queries(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
+                  t_boxes: Tensor, activation: str,
+                  **costs) -> Tuple[Tensor, Tensor]:
+    """The one-to-one matching of one image's queries (``(Q, K)`` logits,
+    ``(Q, 4)`` boxes): :func:`match_query_batch` of a batch of one.
+
+    Returns:
+        ``(student_index, teacher_index)``: matched rows, ``min(Qs, Qt)``
+        pairs.
+    """
+    _, rows, cols = match_query_batch(s_logits[None], s_boxes[None],
+                                      t_logits[None], t_boxes[None],
+                                      activation, **costs)
+    return rows, cols
 
 
 @MODELS.register_module()
@@ -147,17 +184,14 @@ class QueryKDLoss(LogitKDLoss):
                 f"layers='all' pairs decoder layers one to one: the student "
                 f'has {s_cls.size(0)}, the teacher {t_cls.size(0)}; use '
                 "layers='last'")
-        pairs = [match_queries(s_cls[-1, b].detach(), s_box[-1, b].detach(),
-                               t_cls[-1, b], t_box[-1, b], self.activation,
-                               **self.costs)
-                 for b in range(s_cls.size(1))]
-        layers = range(s_cls.size(0)) if self.layers == 'all' else [-1]
-        s_rows, t_rows = [], []
-        for layer in layers:
-            for b, (si, ti) in enumerate(pairs):
-                s_rows.append(s_cls[layer, b, si])
-                t_rows.append(t_cls[layer, b, ti])
-        return super().forward(torch.cat(s_rows), torch.cat(t_rows))
+        image, si, ti = match_query_batch(
+            s_cls[-1].detach(), s_box[-1].detach(), t_cls[-1], t_box[-1],
+            self.activation, **self.costs)
+        # every layer's matched logits in one gather: (layers * pairs, K)
+        layers = slice(None) if self.layers == 'all' else slice(-1, None)
+        k = s_cls.size(-1)
+        return super().forward(s_cls[layers][:, image, si].reshape(-1, k),
+                               t_cls[layers][:, image, ti].reshape(-1, k))
 
 
 def _queries(output: Sequence[Tensor], num_queries: Optional[int],

@@ -3,7 +3,8 @@ the paired logits."""
 import pytest
 import torch
 
-from mokd_det.losses import LogitKDLoss, QueryKDLoss, match_queries
+from mokd_det.losses import (LogitKDLoss, QueryKDLoss, match_queries,
+                             match_query_batch)
 
 
 def _boxes(n, generator):
@@ -41,6 +42,32 @@ def test_matching_cost_by_hand():
     s_idx, t_idx = match_queries(s_logits[:1], s_boxes[:1], t_logits,
                                  t_boxes, 'sigmoid')
     assert (s_idx.tolist(), t_idx.tolist()) == ([0], [1])
+
+
+def test_batched_matching_equals_each_image_matched_alone():
+    """Three images, 7 student and 5 teacher queries: the batched costs and
+    the one host copy give each image's own matching, in image order, and
+    the loss gathers each layer's matched rows of the right image."""
+    g = torch.Generator().manual_seed(3)
+    s_cls, t_cls = torch.randn(2, 3, 7, 4, generator=g), \
+        torch.randn(2, 3, 5, 4, generator=g)
+    s_box = torch.rand(2, 3, 7, 4, generator=g) * 0.4 + 0.1
+    t_box = torch.rand(2, 3, 5, 4, generator=g) * 0.4 + 0.1
+    image, si, ti = match_query_batch(s_cls[-1], s_box[-1], t_cls[-1],
+                                      t_box[-1], 'sigmoid')
+    assert image.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    for b in range(3):
+        rows, cols = match_queries(s_cls[-1, b], s_box[-1, b], t_cls[-1, b],
+                                   t_box[-1, b], 'sigmoid')
+        assert si[image == b].tolist() == rows.tolist()
+        assert ti[image == b].tolist() == cols.tolist()
+    loss = QueryKDLoss(temperature=2.0, activation='sigmoid', layers='all')
+    plain = LogitKDLoss(temperature=2.0, activation='sigmoid')
+    expected = plain(
+        torch.cat([s_cls[layer, image, si] for layer in range(2)]),
+        torch.cat([t_cls[layer, image, ti] for layer in range(2)]))
+    torch.testing.assert_close(loss((s_cls, s_box), (t_cls, t_box)),
+                               expected)
 
 
 def _head_output(cls, boxes, layers=2):
