@@ -24,9 +24,12 @@ rounds, each running every method for ``--steps`` steps in a rotated order;
 a method's ratio is the median over rounds of its time divided by plain
 KD's time in the same round.
 
-Peak memory (CUDA only; torch has no CPU allocator statistics): the peak
-allocated during a method's steps, less what the other resident models
-hold.
+Peak memory. CUDA: the peak allocated during a method's steps, less what
+the other resident models hold. CPU (``--rss``; torch has no CPU allocator
+statistics): each method alone in a fresh subprocess (``--alone``) that
+builds it, runs the warm-up and ``--steps`` steps and reports its peak
+resident set size (``ru_maxrss``: the interpreter, torch, the teacher and
+student, the method's state and its steps' activations).
 
 Presets (``--preset``):
 
@@ -49,7 +52,10 @@ import json
 import os
 import os.path as osp
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -267,11 +273,29 @@ def measure(benches: Dict[str, Bench], batches, args) -> None:
                 bench.peak = max(bench.peak or 0, own)
 
 
-def report(benches: Dict[str, Bench], args) -> dict:
+def peak_rss(args) -> Dict[str, float]:
+    """Each method's peak RSS in MiB, from its own subprocess
+    (``--alone``)."""
+    out = {}
+    for method in args.methods:
+        cmd = [sys.executable, osp.abspath(__file__), '--preset',
+               args.preset, '--alone', '--methods', method, '--batch',
+               str(args.batch), '--warmup', str(args.warmup), '--steps',
+               str(args.steps), '--size', *map(str, args.size)]
+        printed = subprocess.run(cmd, check=True, capture_output=True,
+                                 text=True).stdout
+        out[method] = float(printed.split('RSS_MIB')[-1].split()[0])
+    return out
+
+
+def report(benches: Dict[str, Bench], args, rss=None) -> dict:
     kd, floor = benches.get('kd'), benches.get('kd+bwd')
     results = {}
     for name, b in benches.items():
         row = dict(ms=1e3 * statistics.median(b.times))
+        if rss:
+            row['rss_mib'] = rss[name]
+            row['rss_x_kd'] = rss[name] / rss['kd']
         for ref_name, ref in (('x_kd', kd), ('x_floor', floor)):
             if ref is not None:
                 row[ref_name] = statistics.median(
@@ -287,9 +311,11 @@ def report(benches: Dict[str, Bench], args) -> dict:
 
     rows = [[name, fmt(r, 'ms', '.1f'), fmt(r, 'x_kd', '.3f'),
              fmt(r, 'x_floor', '.3f'), fmt(r, 'peak_mib', '.0f'),
-             fmt(r, 'mem_x_kd', '.3f')] for name, r in results.items()]
+             fmt(r, 'mem_x_kd', '.3f'), fmt(r, 'rss_mib', '.0f'),
+             fmt(r, 'rss_x_kd', '.3f')] for name, r in results.items()]
     print(markdown_table(['method', 'ms/step', 'x plain KD',
-                          'x (KD + 1 bwd)', 'peak MiB', 'mem x KD'], rows))
+                          'x (KD + 1 bwd)', 'CUDA peak MiB', 'mem x KD',
+                          'peak RSS MiB', 'RSS x KD'], rows))
     return results
 
 
@@ -333,6 +359,15 @@ def parse_args():
     for key in ('batch', 'warmup', 'steps', 'rounds'):
         p.add_argument(f'--{key}', type=int, default=None,
                        help='override the preset')
+    p.add_argument('--size', type=int, nargs=2, default=None,
+                   metavar=('H', 'W'), help='override the image size')
+    p.add_argument('--rss', action='store_true',
+                   help='CPU: also measure each method\'s peak RSS, each '
+                   'in its own subprocess')
+    p.add_argument('--alone', action='store_true',
+                   help='build only --methods (not plain KD beside them), '
+                   'run the warm-up and --steps steps, print the peak RSS; '
+                   'what --rss runs per method')
     p.add_argument('--out', help='also write the results as JSON here')
     p.add_argument('--plan', action='store_true',
                    help='check the plan on any machine: build every '
@@ -342,7 +377,10 @@ def parse_args():
                    help='profile this method (after the timings) with '
                    'torch.profiler')
     args = p.parse_args()
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    if args.size:
+        preset['size'] = tuple(args.size)
+    args.size = preset['size']
     for key in ('batch', 'warmup', 'steps', 'rounds'):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
@@ -352,7 +390,8 @@ def parse_args():
     if args.device.type == 'cuda' and not torch.cuda.is_available():
         p.error(f'--preset {args.preset} needs a CUDA device')
     methods = list(dict.fromkeys(args.methods))
-    args.methods = ['kd'] + [m for m in methods if m != 'kd']
+    if not args.alone:
+        args.methods = ['kd'] + [m for m in methods if m != 'kd']
     if args.profile and args.profile not in args.methods:
         args.methods.append(args.profile)
     return args, preset
@@ -391,12 +430,20 @@ def main():
             print(f'built and warmed up: {method}', flush=True)
     if args.plan:
         return
+    if args.alone:
+        for bench in benches.values():
+            bench.run(batches, args.steps)
+        # Linux reports ru_maxrss in KiB
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f'RSS_MIB {kib / 1024:.1f}')
+        return
     measure(benches, batches, args)
     print(f'\n{args.preset}, {"AMP fp16" if args.amp else "fp32"}, batch '
           f'{args.batch} at {preset["size"][0]}x{preset["size"][1]}, '
           f'{args.rounds} rounds x {args.steps} steps after {args.warmup} '
           f'warm-up; {machine(args.device)}; torch {torch.__version__}\n')
-    results = report(benches, args)
+    rss = peak_rss(args) if args.rss else {}
+    results = report(benches, args, rss)
     if args.profile:
         profile_method(benches[args.profile], batches, args)
     if args.out:

@@ -19,11 +19,24 @@ def test_step_overhead_smoke(tmp_path):
                    'cpu-smoke', '--out', str(out))
     results = json.loads(out.read_text())['results']
     assert set(results) == {'student', 'kd', 'kd+bwd', 'dot', 'mokd-exact',
-                            'mokd-amortized', 'mkd', 'cwd', 'pkd'}
+                            'mokd-exact-features', 'mokd-amortized',
+                            'mokd-amortized-next', 'mkd', 'cwd', 'pkd'}
     assert results['kd']['x_kd'] == 1.0
     for name, row in results.items():
         assert row['ms'] > 0 and row['x_floor'] > 0, name
     assert '| mokd-amortized |' in log
+
+
+def test_step_overhead_peak_rss_per_method(tmp_path):
+    """--rss: each method's peak RSS from its own subprocess, beside the
+    timings."""
+    out = tmp_path / 'overhead.json'
+    run_tool(osp.join(BENCH, 'step_overhead.py'), '--preset', 'cpu-smoke',
+             '--methods', 'kd', 'mokd-amortized-next', '--rss', '--out',
+             str(out))
+    results = json.loads(out.read_text())['results']
+    assert results['kd']['rss_x_kd'] == 1.0
+    assert results['mokd-amortized-next']['rss_mib'] > 100  # torch alone
 
 
 def test_step_length_per_part(tmp_path):
