@@ -349,6 +349,44 @@ def machine(device: torch.device) -> str:
         f'{torch.get_num_threads()} threads'
 
 
+#: assumed, not measured: seconds to build one method (teacher and student
+#: on the CPU, moved to the GPU) and to start one table's process
+BUILD_S, START_S = 5.0, 20.0
+
+
+def estimate(tables: List[str], args) -> None:
+    """Prints the device time the GPU suite's step tables would take: each
+    method's recorded H100 ms per step (``benchmarks/results/gpu/``; the
+    slowest recorded step where a method or table has no record) times its
+    warm-up and timed steps, plus :data:`BUILD_S` per method and
+    :data:`START_S` per table; against ``--budget``."""
+    recorded = {}
+    for table in tables:
+        preset, amp = table.split(':')
+        path = osp.join(ROOT, 'benchmarks', 'results', 'gpu',
+                        f"step_{preset}{'_amp' if amp else ''}.json")
+        if osp.isfile(path):
+            with open(path) as f:
+                recorded[table] = {m: r['ms'] for m, r in
+                                   json.load(f)['results'].items()}
+    slowest = max(ms for t in recorded.values() for ms in t.values())
+    steps = args.warmup + args.rounds * args.steps
+    total, rows = 0.0, []
+    for table in tables:
+        ms = [recorded.get(table, {}).get(m, slowest) for m in METHODS]
+        seconds = START_S + len(METHODS) * BUILD_S + steps * sum(ms) / 1e3
+        total += seconds
+        rows.append([table.replace(':', ' ').strip(), str(len(METHODS)),
+                     str(steps), f'{seconds:.0f}'])
+    print(markdown_table(['table', 'methods', 'steps each', 'est. s'],
+                         rows))
+    verdict = 'within' if total <= args.budget else 'OVER'
+    print(f'\nplan: about {total:.0f} s of device time for the step '
+          f'tables, {verdict} the {args.budget} s budget (recorded H100 '
+          f'steps; {slowest:.0f} ms where none is recorded; {BUILD_S:.0f} s '
+          f'per method build and {START_S:.0f} s per table assumed)')
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
@@ -368,6 +406,12 @@ def parse_args():
                    help='build only --methods (not plain KD beside them), '
                    'run the warm-up and --steps steps, print the peak RSS; '
                    'what --rss runs per method')
+    p.add_argument('--estimate', nargs='+', metavar='PRESET:[--amp]',
+                   help="print the GPU suite's device-time estimate for "
+                   'these tables (with --rounds/--steps/--warmup and '
+                   '--budget) and exit')
+    p.add_argument('--budget', type=int, default=600,
+                   help='seconds, for --estimate (default 600)')
     p.add_argument('--out', help='also write the results as JSON here')
     p.add_argument('--plan', action='store_true',
                    help='check the plan on any machine: build every '
@@ -399,6 +443,8 @@ def parse_args():
 
 def main():
     args, preset = parse_args()
+    if args.estimate:
+        return estimate(args.estimate, args)
     os.chdir(ROOT)  # the configs name their teachers relative to the root
     MMLogger.get_instance('step_overhead', log_level='WARNING')
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated')

@@ -376,6 +376,8 @@ def test_gpu_suite_dry_run(tmp_path):
     for name in ('step_retinanet', 'step_retinanet_amp', 'step_faster-rcnn',
                  'step_faster-rcnn_amp', 'proxy_gpu'):
         assert f'## {name} (' in summary, name
+    # the step tables fit the lease (issue 21: 10 device-minutes)
+    assert 'within the 600 s budget' in summary, summary[:2000]
     plan = (tmp_path / 'step_faster-rcnn.log').read_text()
     assert 'plan: mokd-amortized: DetDistiller with MoKDOptimWrapper' in plan
     amp = (tmp_path / 'step_retinanet_amp.log').read_text()
