@@ -24,6 +24,13 @@ class MKDMetaHook(RecomputeHook):
         wrapper.bind(self.distiller(runner))
         super().before_run(runner)
 
+    def recomputes_after(self, runner) -> bool:
+        """Only before the updates that get a meta update: the one after
+        the next ``interval``-th applied update (the condition under which
+        ``MKDOptimWrapper.step`` keeps theta)."""
+        wrapper = runner.optim_wrapper
+        return (wrapper.applied_steps + 1) % wrapper.interval == 0
+
     def after_step(self, runner, model) -> None:
         wrapper = runner.optim_wrapper
         if wrapper.stepped and \

@@ -11,8 +11,13 @@ Recomputing "the same losses at new parameters" needs:
   sampling, for instance) repeat;
 * the normalisation statistics left as they were: a recomputation is not a
   training pass, so BatchNorm running statistics are restored afterwards.
+
+Only the iterations that will be recomputed pay for it (:meth:`RecomputeHook.
+recomputes_after`): the others run with no cache and no random state kept
+(MKD's meta update comes once every ``interval`` updates).
 """
 from contextlib import contextmanager
+from typing import Optional
 
 import torch
 from mmengine.hooks import Hook
@@ -29,6 +34,7 @@ class RecomputeHook(Hook):
 
     def __init__(self):
         self._rng = None
+        self._cache: Optional[RecomputeCache] = None
 
     @staticmethod
     def distiller(runner) -> BaseDistiller:
@@ -40,9 +46,21 @@ class RecomputeHook(Hook):
         return model
 
     def before_run(self, runner) -> None:
-        self.distiller(runner).recompute_cache = RecomputeCache()
+        self._cache = RecomputeCache()
+
+    def recomputes_after(self, runner) -> bool:
+        """Whether the coming iteration's losses will be recomputed after
+        its step (then its forward keeps what the recomputation reuses).
+        Defaults to every iteration."""
+        return True
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        keep = self.recomputes_after(runner)
+        self.distiller(runner).recompute_cache = self._cache if keep \
+            else None
+        if not keep:
+            self._rng = None
+            return
         cuda = torch.cuda.get_rng_state_all() \
             if torch.cuda.is_initialized() else None
         self._rng = (torch.get_rng_state(), cuda)
@@ -79,7 +97,8 @@ class RecomputeHook(Hook):
             with record_function(f'mokd_det.{type(self).__name__}'):
                 self.after_step(runner, self.distiller(runner))
         finally:
-            self.distiller(runner).recompute_cache.clear()
+            if self._cache is not None:
+                self._cache.clear()
 
     def after_step(self, runner, model: BaseDistiller) -> None:
         """The method's work after the iteration's update."""

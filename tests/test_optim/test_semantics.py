@@ -196,3 +196,24 @@ def test_dynamics_are_logged(tmp_path):
     assert hub.get_scalar('train/kd/pi_task').current() + \
         hub.get_scalar('train/kd/pi_distill').current() == pytest.approx(1)
     assert isinstance(runner.optim_wrapper, DOTOptimWrapper) is False
+
+
+def test_mkd_keeps_the_recompute_cache_only_before_meta_updates(
+        tmp_path, monkeypatch):
+    """MKDMetaHook: only the forwards of the updates that get a meta update
+    (every interval-th) keep what the recomputation reuses; the others run
+    as plain KD's forward."""
+    from mokd_det.distillers.base import BaseDistiller
+    kept = []
+    loss = BaseDistiller.loss
+
+    def recording(self, *args, **kwargs):
+        kept.append(self.recompute_cache is not None)
+        return loss(self, *args, **kwargs)
+
+    monkeypatch.setattr(BaseDistiller, 'loss', recording)
+    model = toy_distiller(tmp_path, mkd_temperature('mkd'))
+    runner = make_runner('mkd', model, interval=3)
+    train(runner, [toy_batch(4, seed=s) for s in range(6)])
+    assert kept == [False, False, True, False, False, True]
+    assert runner.optim_wrapper.meta_updates == 2
