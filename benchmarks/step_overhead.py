@@ -221,6 +221,8 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     if method == 'kd+bwd':
         cfg.optim_wrapper.type = 'TwoBackwardOptimWrapper'
     cfg.optim_wrapper.update(OPTIONS.get(method, {}))
+    if method != 'student' and args.objectives:
+        with_objectives(cfg, method, args.objectives)
     if method == 'mkd' and args.steps % cfg.optim_wrapper.interval:
         cfg.optim_wrapper.interval = args.steps
     if args.amp:
@@ -245,6 +247,26 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     hooks = [HOOKS.build(dict(h)) for h in cfg.get('custom_hooks', [])
              if h['type'] in METHOD_HOOKS]
     return Bench(method, model, wrapper, hooks)
+
+
+def with_objectives(cfg, method: str, k: int) -> None:
+    """``--objectives K``: the pair's distillation terms (FPN features and
+    class logits), plus feature terms on single FPN levels (``neck:0``,
+    ``neck:1``, ...) until there are K - 1, in every method's config (so
+    that plain KD sums the same losses); MoKD balances the task and each
+    term, K objectives (``groups=('task', 'distill.<term>', ...)``; K = 2
+    keeps the default two groups, task and distill)."""
+    terms = cfg.model.distill_losses
+    template = terms['fpn']
+    for level in range(k - 1 - len(terms)):
+        terms[f'fpn{level}'] = dict(template, student=f'neck:{level}',
+                                    teacher=f'neck:{level}')
+    if len(terms) > k - 1:
+        raise ValueError(f'--objectives {k}: the pair has {len(terms)} '
+                         'distillation terms already')
+    if method.startswith('mokd') and k > 2:
+        cfg.optim_wrapper.groups = ('task', ) + tuple(
+            f'distill.{name}' for name in terms)
 
 
 def sync(device: torch.device) -> None:
@@ -281,7 +303,9 @@ def peak_rss(args) -> Dict[str, float]:
         cmd = [sys.executable, osp.abspath(__file__), '--preset',
                args.preset, '--alone', '--methods', method, '--batch',
                str(args.batch), '--warmup', str(args.warmup), '--steps',
-               str(args.steps), '--size', *map(str, args.size)]
+               str(args.steps), '--size', *map(str, args.size)] + (
+                   ['--objectives', str(args.objectives)]
+                   if args.objectives else [])
         printed = subprocess.run(cmd, check=True, capture_output=True,
                                  text=True).stdout
         out[method] = float(printed.split('RSS_MIB')[-1].split()[0])
@@ -397,6 +421,11 @@ def parse_args():
     for key in ('batch', 'warmup', 'steps', 'rounds'):
         p.add_argument(f'--{key}', type=int, default=None,
                        help='override the preset')
+    p.add_argument('--objectives', type=int, default=None, metavar='K',
+                   help='K objectives: extra per-level feature terms for '
+                   'every method, and MoKD balancing each term (K >= 2; '
+                   'default: the pair as shipped, MoKD on task and '
+                   'distill)')
     p.add_argument('--size', type=int, nargs=2, default=None,
                    metavar=('H', 'W'), help='override the image size')
     p.add_argument('--rss', action='store_true',
@@ -495,6 +524,7 @@ def main():
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(dict(preset=args.preset, amp=args.amp,
+                           objectives=args.objectives,
                            batch=args.batch, size=preset['size'],
                            steps=args.steps, rounds=args.rounds,
                            machine=machine(args.device),
