@@ -80,6 +80,7 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
                  **kwargs):
         super().__init__(optimizer, **kwargs)
         self.init_guard(max_nonfinite_steps)
+        self._compile_checked = False
         self.groups = tuple(groups)
         self.log_dynamics = log_dynamics
         self._acc_grads: Dict[str, Grads] = OrderedDict()
@@ -174,10 +175,28 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
             return None
         return groups
 
+    #: whether the method differentiates one forward more than once (per
+    #: objective, ``retain_graph``), which ``torch.compile`` gets wrong
+    differentiates_twice = True
+
+    @torch.compiler.disable  # run eagerly under compile=True: no graph breaks
     def update_params(self,
                       loss: Tensor,
                       step_kwargs: Optional[Dict] = None,
                       zero_kwargs: Optional[Dict] = None) -> None:
+        if not self._compile_checked:
+            self._compile_checked = True
+            if self.differentiates_twice and from_compiled_graph(loss):
+                raise RuntimeError(
+                    f'{type(self).__name__} differentiates each forward once '
+                    'per objective (retain_graph), and through a '
+                    'torch.compile-d forward (compile=True in the config) '
+                    'the second gradient comes out wrong on torch '
+                    f'{torch.__version__} (tests/test_optim/'
+                    'test_semantics.py: MoKD exact\'s distill gradient at '
+                    'half its eager norm). Set compile=False (or remove '
+                    'it); KDOptimWrapper and MKDOptimWrapper support '
+                    'compile=True.')
         self.stepped = False
         groups = self._checked_groups(loss)
         if groups is not None:
@@ -312,6 +331,22 @@ class MultiObjectiveOptimWrapper(NonFiniteGuard, OptimWrapper):
         self.pop_guard_state(state_dict)
         self.applied_steps = state_dict.pop('mokd_applied_steps', 0)
         super().load_state_dict(state_dict)
+
+
+def from_compiled_graph(loss: Tensor, limit: int = 100000) -> bool:
+    """Whether ``loss`` was computed (in part) by a ``torch.compile``-d
+    function: a ``CompiledFunctionBackward`` node in its autograd graph
+    (searched breadth first, at most ``limit`` nodes)."""
+    seen, queue = set(), [loss.grad_fn]
+    while queue and len(seen) < limit:
+        fn = queue.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if fn.name() == 'CompiledFunctionBackward':
+            return True
+        queue.extend(f for f, _ in fn.next_functions)
+    return False
 
 
 def loss_value(loss: Tensor) -> Tensor:

@@ -54,6 +54,7 @@ class KDOptimWrapper(NonFiniteGuard, OptimWrapper):
         self.snapshot_buffers(model)
         return super().optim_context(model)
 
+    @torch.compiler.disable  # run eagerly under compile=True: no graph breaks
     def update_params(self,
                       loss: Tensor,
                       step_kwargs: Optional[Dict] = None,

@@ -112,6 +112,9 @@ class MKDOptimWrapper(MultiObjectiveOptimWrapper):
         ``learn_weight=True``.
     """
     amp_variant = 'AmpMKDOptimWrapper'
+    #: one gradient per forward (its meta step runs forwards of its own),
+    #: so compile=True works (tests/test_optim/test_semantics.py)
+    differentiates_twice = False
 
     def __init__(self,
                  optimizer,

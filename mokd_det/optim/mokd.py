@@ -270,6 +270,7 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
             if gradients == 'features' else MODES[mode](self, **options)
 
     # ------------------------------------------------------------ objectives
+    @torch.compiler.disable  # run eagerly under compile=True: no graph breaks
     def update_params(self, loss: Tensor, *args, **kwargs) -> None:
         if isinstance(self.rule, FeatureExactMode):
             self.rule.features = get_shared_features(loss)
