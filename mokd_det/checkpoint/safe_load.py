@@ -50,13 +50,16 @@ Design
     (:data:`MMENGINE_CHECKPOINT_TYPES`: ``HistoryBuffer``, numpy arrays,
     dtypes and scalars, and a ``getattr`` that resolves only the
     ``HistoryBuffer`` statistics methods). Any failure of the weights-only
-    unpickler becomes :class:`UnsafeCheckpointError`, whose message says
-    that the file may be malicious, where it came from and what was
+    unpickler on a whole file becomes :class:`UnsafeCheckpointError`, whose
+    message says that the file may be malicious, where it came from and what was
     refused, and for a file of your own suggests re-saving it as a plain
     state dict of tensors. It never suggests loading without the check.
     :func:`allow_checkpoint_types` extends the allowlist with classes of
     your own and refuses functions, builtins, methods and classes from
-    modules that reach the system.
+    modules that reach the system. A file that fails to load because it is
+    damaged (cut short, or a member failing its CRC-32: :func:`damage`) is
+    reported as :class:`CorruptCheckpointError` instead: corrupt, not
+    suspicious.
 
 The loaders are installed into mmengine when ``mokd_det`` is imported
 (:mod:`mokd_det.checkpoint.install`, the one place that patches mmengine).
@@ -66,6 +69,7 @@ import os.path as osp
 import pickle
 import re
 import types
+import zipfile
 from typing import IO, Any, List, Optional, Union
 
 import numpy as np
@@ -202,6 +206,61 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
         self.refused = refused
 
 
+class CorruptCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file is damaged (cut short, or failing its checksums),
+    as opposed to whole but refused (:class:`UnsafeCheckpointError`).
+
+    Attributes:
+        source: Where the file came from.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(
+            f'The checkpoint {source} is corrupt: {reason}. It was not '
+            'loaded. A file cut short comes from an interrupted write or '
+            'copy, or a full disk: use the previous checkpoint (--resume '
+            'falls back to it) or copy or download the file again.')
+        self.source = source
+        self.reason = reason
+
+
+_ZIP_MAGIC = b'PK\x03\x04'
+
+
+def damage(f: Union[str, os.PathLike, IO[bytes]]) -> Optional[str]:
+    """Why ``f`` (a path, or a seekable binary file) is not a whole
+    checkpoint archive, or None when it is whole or its format cannot
+    tell. ``torch.save`` writes a zip archive, whose central directory
+    comes last (a file cut short loses it) and whose members carry CRC-32
+    checksums (:meth:`zipfile.ZipFile.testzip` reads every member)."""
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, 'rb') as handle:
+            return damage(handle)
+    if not (hasattr(f, 'seek') and f.seekable()):
+        return None
+    start = f.tell()
+    try:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        if size == 0:
+            return 'it is empty (0 bytes)'
+        if f.read(4) != _ZIP_MAGIC:
+            return None  # not a zip (a legacy format): nothing to check
+        f.seek(0)
+        try:
+            with zipfile.ZipFile(f) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, EOFError, ValueError) as err:
+            return (f'it is cut short or damaged ({size} bytes; its zip '
+                    f'archive does not read: {err})')
+        if bad is not None:
+            return f'its member {bad!r} fails its CRC-32 check'
+        return None
+    finally:
+        f.seek(start)
+
+
 # How torch's weights-only unpickler names what it refused (its messages
 # change between versions; anything unmatched is still refused).
 _REFUSED_PATTERNS = [
@@ -285,8 +344,11 @@ def safe_torch_load(f: Union[str, os.PathLike, IO[bytes]],
 
     Raises:
         FileNotFoundError: ``f`` is a path that does not exist.
-        UnsafeCheckpointError: The weights-only unpickler refused the file
-            or failed on it; the message says why and where it came from.
+        CorruptCheckpointError: The file is cut short or fails its
+            checksums (:func:`damage`).
+        UnsafeCheckpointError: The weights-only unpickler refused a whole
+            file or failed on it; the message says why and where it came
+            from.
     """
     if isinstance(f, (str, os.PathLike)):
         f = osp.expanduser(os.fspath(f))
@@ -298,9 +360,13 @@ def safe_torch_load(f: Union[str, os.PathLike, IO[bytes]],
     try:
         with torch.serialization.safe_globals(allowed_checkpoint_types()):
             return torch.load(f, map_location=map_location, weights_only=True)
-    except OSError:
-        raise
-    except Exception as err:  # any unpickler failure, whatever its text
+    except Exception as err:  # any failure, whatever its text
+        # a damaged file is reported as corrupt, not as possibly malicious
+        reason = damage(f)
+        if reason is not None:
+            raise CorruptCheckpointError(source, reason) from None
+        if isinstance(err, OSError):
+            raise
         raise _refusal(source, err) from None
 
 

@@ -12,7 +12,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
 import mokd_det  # noqa: F401  installs the safe loader
-from mokd_det.checkpoint import (UnsafeCheckpointError,
+from mokd_det.checkpoint import (CorruptCheckpointError,
+                                 UnsafeCheckpointError,
                                  allow_checkpoint_types, safe_torch_load)
 from mokd_det.checkpoint import safe_load as ckpt_mod
 
@@ -159,6 +160,44 @@ def test_every_unpickler_failure_becomes_a_refusal_without_advice(
     assert 'weights_only' not in message and 'False' not in message
     assert 'trust' not in message
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def _cut(data: bytes, where: str) -> bytes:
+    """A checkpoint's bytes cut short, or with one payload byte flipped."""
+    if where == 'flipped':
+        # inside the tensor's storage (its bytes are unique in the file)
+        pos = data.index(np.arange(64, dtype=np.float32).tobytes()) + 10
+        return data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1:]
+    return dict(empty=b'', head=data[:100], half=data[:len(data) // 2],
+                tail=data[:-10])[where]
+
+
+@pytest.mark.parametrize('where', ['empty', 'head', 'half', 'tail',
+                                   'flipped'])
+def test_damaged_file_is_corrupt_not_malicious(tmp_path, where):
+    """A file cut short anywhere (or empty), or with a payload byte
+    flipped (its CRC-32 fails), is reported as corrupt, with its path and
+    what is wrong; never as possibly malicious, never as a raw OSError."""
+    whole = tmp_path / 'whole.pth'
+    torch.save(dict(w=torch.arange(64, dtype=torch.float32)), whole)
+    path = tmp_path / 'damaged.pth'
+    path.write_bytes(_cut(whole.read_bytes(), where))
+    if where == 'flipped':
+        # torch itself does not check the CRC: a flipped payload byte loads
+        # as a wrong weight; only the hash recorded at writing time catches
+        # it (mokd_det.hooks.checkpoint)
+        assert not torch.equal(torch.load(path)['w'],
+                               torch.arange(64, dtype=torch.float32))
+        return
+    with pytest.raises(CorruptCheckpointError) as info:
+        safe_torch_load(str(path))
+    message = str(info.value)
+    assert 'corrupt' in message and str(path) in message
+    assert 'malicious' not in message
+    assert ('empty' if where == 'empty' else 'cut short') in message
+    # the same bytes from memory
+    with pytest.raises(CorruptCheckpointError):
+        safe_torch_load(io.BytesIO(path.read_bytes()))
 
 
 def test_torchscript_archive_is_refused(tmp_path):
