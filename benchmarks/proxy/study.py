@@ -114,7 +114,7 @@ class Study:
         cfg.optim_wrapper.optimizer = dict(p['optimizer'])
         cfg.optim_wrapper.clip_grad = p.get('clip_grad')
         cfg.default_hooks.checkpoint = dict(
-            type='CheckpointHook', interval=1, max_keep_ckpts=1)
+            type='CheckpointHook', interval=1, max_keep_ckpts=2)
         cfg.default_hooks.logger = dict(type='LoggerHook',
                                         interval=p['log_interval'])
         cfg.randomness = dict(seed=seed)

@@ -21,7 +21,18 @@ mmengine's hook, and for a local ``out_dir``:
   non-finite tensor: the run stops with
   :class:`~mokd_det.optim.NonFiniteTrainingError`, and the last finite
   checkpoint is kept (never removed);
-* removes temporary files a killed run left behind, at ``before_train``.
+* removes temporary files a killed run left behind, at ``before_train``;
+* records each checkpoint's SHA-256 beside it (``<file>.sha256``,
+  :mod:`mokd_det.checkpoint.integrity`), and before a run resumes checks
+  the checkpoint it would resume from: an automatic ``--resume`` whose
+  latest checkpoint is cut short, damaged or not the file its digest was
+  taken of falls back to the newest whole one and says so, naming both;
+  when none is whole, or an explicitly named one (``--resume PATH``) is
+  not, the run stops instead of training from scratch;
+* a checkpoint write that fails (a full disk, any ``OSError``) stops the
+  run with :class:`CheckpointWriteError`, which names the file and the
+  cause; the previous checkpoint, and ``last_checkpoint`` naming it, stay
+  as they were.
 
 Importing mokd_det registers it under mmengine's name ``CheckpointHook`` as
 well (``HOOKS.register_module(force=True)`` in mmengine's root registry), so
@@ -30,21 +41,30 @@ configs keep ``default_hooks = dict(checkpoint=dict(type='CheckpointHook',
 mmengine's behaviour apart from the finiteness check.
 """
 import glob
+import logging
 import os
 import os.path as osp
 from contextlib import contextmanager
 from typing import List
 
 import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
+from mmengine.runner.checkpoint import find_latest_checkpoint
 
+from ..checkpoint.integrity import (DIGEST_SUFFIX, digest_line,
+                                    newest_whole, verify)
+from ..checkpoint.safe_load import CorruptCheckpointError
 from ..optim.guard import NonFiniteTrainingError
 
 _TMP_SUFFIX = '.tmp-partial'
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one is intact."""
 
 
 def nonfinite_entries(state: dict, prefix: str = '') -> List[str]:
@@ -96,6 +116,47 @@ class CrashSafeCheckpointHook(CheckpointHook):
     def _local(self) -> bool:
         return isinstance(self.file_backend, LocalBackend)
 
+    def before_run(self, runner) -> None:
+        """Before ``load_or_resume``: checks the checkpoint a resume would
+        load, and falls back to the newest whole one (see the module
+        docstring)."""
+        super().before_run(runner)
+        # mmengine's Runner keeps --resume and load_from privately; a
+        # fallback is a resume from an explicit file
+        if not getattr(runner, '_resume', False):
+            return
+        explicit = getattr(runner, '_load_from', None)
+        decision = [None, None, []]  # explicit problem, chosen, passed over
+        if is_main_process():
+            if explicit is not None:
+                if osp.exists(explicit) or '://' not in explicit:
+                    decision[0] = verify(explicit)
+            else:
+                latest = find_latest_checkpoint(runner.work_dir)
+                if latest is not None and '://' not in latest:
+                    decision[1], decision[2] = newest_whole(latest)
+        broadcast_object_list(decision)
+        problem, chosen, passed = decision
+        if problem is not None:
+            raise CorruptCheckpointError(explicit, problem)
+        if not passed:
+            return
+        skipped = '; '.join(f'{p} ({why})' for p, why in passed)
+        if chosen is None:
+            raise RuntimeError(
+                f'--resume: no whole checkpoint to resume from in '
+                f'{runner.work_dir}: {skipped}. Not training from scratch '
+                'in their place: remove them (or the work dir) to start '
+                'afresh, or name a good checkpoint with --resume PATH.')
+        print_log(
+            f'--resume: the latest checkpoint {passed[0][0]} is not whole '
+            f'({passed[0][1]}); resuming from the newest whole one, '
+            f'{chosen}, instead' + (f' (also passed over: '
+                                    f'{"; ".join(p for p, _ in passed[1:])})'
+                                    if len(passed) > 1 else ''),
+            logger='current', level=logging.WARNING)
+        runner._load_from = chosen
+
     def before_train(self, runner) -> None:
         super().before_train(runner)
         print_log(
@@ -143,10 +204,27 @@ class CrashSafeCheckpointHook(CheckpointHook):
 
         def save_checkpoint(out_dir, filename, *args, **kwargs):
             tmp_name = filename + _TMP_SUFFIX
-            original(out_dir, tmp_name, *args, **kwargs)
-            if is_main_process():
-                fsync_replace(osp.join(out_dir, tmp_name),
-                              osp.join(out_dir, filename))
+            path, tmp = osp.join(out_dir, filename), osp.join(out_dir,
+                                                             tmp_name)
+            try:
+                original(out_dir, tmp_name, *args, **kwargs)
+                if is_main_process():
+                    line = digest_line(tmp).replace(tmp_name, filename)
+                    fsync_replace(tmp, path)
+                    atomic_write_text(path + DIGEST_SUFFIX, line)
+            except OSError as err:
+                if osp.exists(tmp):
+                    os.remove(tmp)
+                last = getattr(self, 'previous_ckpt', None)
+                raise CheckpointWriteError(
+                    f'Could not write the checkpoint {path}: '
+                    f'{err.strerror or err} (errno {err.errno}). The run '
+                    'stops rather than train on with nothing saved. '
+                    + (f'The previous checkpoint {last} is intact and '
+                       'last_checkpoint names it: free space (or fix the '
+                       'cause) and continue with --resume.' if last else
+                       'No checkpoint of this run was written before.')
+                ) from err
 
         runner.save_checkpoint = save_checkpoint
         try:
@@ -169,6 +247,7 @@ class CrashSafeCheckpointHook(CheckpointHook):
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
         ckpt_filename = self.filename_tmpl.format(step)
+        self.previous_ckpt = getattr(self, 'last_ckpt', None)
         self.last_ckpt = self.file_backend.join_path(self.out_dir,
                                                      ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
@@ -191,6 +270,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
             path = osp.join(self.out_dir, self.filename_tmpl.format(old))
             if old != step and osp.isfile(path):
                 os.remove(path)
+                if osp.isfile(path + DIGEST_SUFFIX):
+                    os.remove(path + DIGEST_SUFFIX)
                 print_log(f'removed {path} (max_keep_ckpts='
                           f'{self.max_keep_ckpts})', logger='current')
 
@@ -225,6 +306,8 @@ class CrashSafeCheckpointHook(CheckpointHook):
             for path in stale:
                 if osp.isfile(path):
                     os.remove(path)
+                    if osp.isfile(path + DIGEST_SUFFIX):
+                        os.remove(path + DIGEST_SUFFIX)
                     print_log(f'The previous best checkpoint {path} is '
                               'removed', logger='current')
 

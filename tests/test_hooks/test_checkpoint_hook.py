@@ -167,7 +167,10 @@ def test_save_best_removes_the_old_best_only_after_the_new_one(tmp_path):
         runner.iter = it      # the loop has counted the iteration
         hook.after_val_epoch(runner, dict(acc=acc))
     names = sorted(os.listdir(tmp_path))
-    assert names == ['best_acc_iter_2.pth', 'iter_3.pth', 'last_checkpoint']
+    # each with its SHA-256 (mokd_det.checkpoint.integrity); the old best
+    # and old iter_N files are gone with theirs
+    assert names == ['best_acc_iter_2.pth', 'best_acc_iter_2.pth.sha256',
+                     'iter_3.pth', 'iter_3.pth.sha256', 'last_checkpoint']
     writing_best_2 = [files for name, files in runner.writes
                       if name.startswith('best_acc_iter_2')]
     # the new best was written (under a temporary name) while the old
