@@ -3,15 +3,18 @@
 Importing the package registers its components into mmengine's root
 registries, where the ``mmdet`` and ``mmpretrain`` scopes find them (configs
 add ``custom_imports = dict(imports=['mokd_det'])``), makes mmengine load
-checkpoints safely under torch >= 2.6 (see :mod:`mokd_det.checkpoint`)
-and makes its ``CheckpointHook`` crash-safe (see
-:mod:`mokd_det.hooks.checkpoint`).
+checkpoints safely under torch >= 2.6 (see :mod:`mokd_det.checkpoint`),
+makes its ``CheckpointHook`` crash-safe (see
+:mod:`mokd_det.hooks.checkpoint`) and its ``EpochBasedTrainLoop`` resume
+mid-epoch exactly (see :mod:`mokd_det.engine.loops`).
 """
 from . import (backbones, checkpoint, datasets, distillers,  # noqa: F401
-               hooks, losses, necks, optim)
+               engine, hooks, losses, necks, optim)
 from .checkpoint import install_safe_checkpoint_loader
+from .engine import install_resumable_epoch_loop
 from .version import __version__
 
 install_safe_checkpoint_loader()
+install_resumable_epoch_loop()
 
 __all__ = ['__version__']

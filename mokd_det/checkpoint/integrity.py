@@ -76,18 +76,13 @@ def step_of(path: str) -> Optional[Tuple[str, int]]:
 
 
 def older_checkpoints(latest: str) -> List[str]:
-    """The checkpoints of the same kind (``epoch_N`` or ``iter_N``) beside
-    ``latest`` and older than it, newest first."""
-    kind = step_of(latest)
-    if kind is None:
-        return []
+    """The other checkpoints (``epoch_N.pth``, ``iter_N.pth``: mmengine's
+    periodic ones and the preemption ones) beside ``latest``, newest
+    written first."""
     folder = osp.dirname(latest) or '.'
-    found = []
-    for name in os.listdir(folder):
-        step = step_of(name)
-        if step is not None and step[0] == kind[0] and step[1] < kind[1]:
-            found.append((step[1], osp.join(folder, name)))
-    return [path for _, path in sorted(found, reverse=True)]
+    found = [osp.join(folder, name) for name in os.listdir(folder)
+             if step_of(name) is not None and name != osp.basename(latest)]
+    return sorted(found, key=osp.getmtime, reverse=True)
 
 
 def newest_whole(latest: str) -> Tuple[Optional[str], List[Tuple[str, str]]]:

@@ -32,7 +32,11 @@ mmengine's hook, and for a local ``out_dir``:
 * a checkpoint write that fails (a full disk, any ``OSError``) stops the
   run with :class:`CheckpointWriteError`, which names the file and the
   cause; the previous checkpoint, and ``last_checkpoint`` naming it, stay
-  as they were.
+  as they were;
+* on a preemption signal (``preempt_signals``, SIGTERM and SIGUSR1 by
+  default) the iteration finishes on every rank, a checkpoint of it is
+  written the same way and the run exits with ``PREEMPTED_EXIT_CODE`` (75;
+  :mod:`mokd_det.hooks.preemption`).
 
 Importing mokd_det registers it under mmengine's name ``CheckpointHook`` as
 well (``HOOKS.register_module(force=True)`` in mmengine's root registry), so
@@ -44,11 +48,12 @@ import glob
 import logging
 import os
 import os.path as osp
+import signal
 from contextlib import contextmanager
 from typing import List
 
 import torch
-from mmengine.dist import broadcast_object_list, is_main_process
+from mmengine.dist import barrier, broadcast_object_list, is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
@@ -59,6 +64,7 @@ from ..checkpoint.integrity import (DIGEST_SUFFIX, digest_line,
                                     newest_whole, verify)
 from ..checkpoint.safe_load import CorruptCheckpointError
 from ..optim.guard import NonFiniteTrainingError
+from .preemption import PREEMPTED_EXIT_CODE, PreemptionSignals
 
 _TMP_SUFFIX = '.tmp-partial'
 
@@ -110,8 +116,21 @@ def atomic_write_text(path: str, text: str) -> None:
 
 @HOOKS.register_module()
 class CrashSafeCheckpointHook(CheckpointHook):
-    """mmengine's ``CheckpointHook`` with atomic writes, safe rotation and a
-    finiteness check (see the module docstring). Same arguments."""
+    """mmengine's ``CheckpointHook`` with atomic writes, safe rotation, a
+    finiteness check, integrity checks before a resume and preemption
+    checkpoints (see the module docstring).
+
+    Args:
+        preempt_signals: Signal names that preempt the run (checkpoint,
+            then exit 75); ``()`` turns it off. Defaults to
+            ``('SIGTERM', 'SIGUSR1')``.
+        **kwargs: mmengine's ``CheckpointHook`` arguments.
+    """
+
+    def __init__(self, *args, preempt_signals=('SIGTERM', 'SIGUSR1'),
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.preemption = PreemptionSignals(preempt_signals)
 
     def _local(self) -> bool:
         return isinstance(self.file_backend, LocalBackend)
@@ -169,6 +188,51 @@ class CrashSafeCheckpointHook(CheckpointHook):
         if self._local() and is_main_process():
             for path in glob.glob(osp.join(self.out_dir, '*' + _TMP_SUFFIX)):
                 os.remove(path)  # a write that a kill interrupted
+        self.preemption.install()
+
+    def after_train(self, runner) -> None:
+        super().after_train(runner)
+        self.preemption.uninstall()
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None) -> None:
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        if not self.preemption.signals:
+            return
+        signum = self.preemption.agreed()
+        if signum is None:
+            return
+        name = signal.Signals(signum).name
+        path = self.file_backend.join_path(self.out_dir,
+                                           f'iter_{runner.iter + 1}.pth')
+        if getattr(self, 'last_ckpt', None) != path:  # not saved just now
+            self._save_preemption_checkpoint(runner, path)
+        barrier()  # every rank waits for the file before exiting
+        self.preemption.uninstall()
+        print_log(f'{name} received: stopped after iteration '
+                  f'{runner.iter + 1} (epoch {runner.epoch + 1}), wrote '
+                  f'{path}; exiting with {PREEMPTED_EXIT_CODE} (preempted). '
+                  'Continue with --resume.', logger='current',
+                  level=logging.WARNING)
+        raise SystemExit(PREEMPTED_EXIT_CODE)
+
+    def _save_preemption_checkpoint(self, runner, path: str) -> None:
+        """The checkpoint of the iteration just finished, ``iter_<N>.pth``
+        whatever the loop (kept out of ``max_keep_ckpts``' rotation)."""
+        self._check_finite(runner)
+        self.previous_ckpt = getattr(self, 'last_ckpt', None)
+        self.last_ckpt = path
+        runner.message_hub.update_info('last_ckpt', path)
+        with self._atomic_runner_saves(runner):
+            runner.save_checkpoint(
+                self.out_dir, osp.basename(path), self.file_client_args,
+                save_optimizer=self.save_optimizer,
+                save_param_scheduler=self.save_param_scheduler,
+                by_epoch=False,  # meta: this epoch, the next iteration
+                backend_args=self.backend_args, **self.args)
+        if is_main_process() and self._local():
+            atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'),
+                              path)
 
     # ------------------------------------------------------------- checks
     def _check_finite(self, runner) -> None:
