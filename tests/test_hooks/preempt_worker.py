@@ -1,7 +1,9 @@
 """Trains the toy distiller for the preemption tests, one process or a
 rank of ``torchrun``: ``python preempt_worker.py WORK_DIR [--signal-at N]
-[--resume] [--launcher pytorch]``. With ``--signal-at N`` rank 0 sends
-itself SIGTERM before iteration N (the other ranks get no signal). Prints
+[--kill-at N] [--resume] [--launcher pytorch]``. With ``--signal-at N``
+rank 0 sends itself SIGTERM before iteration N (the other ranks get no
+signal); with ``--kill-at N`` rank 1 kills itself (SIGKILL) there, in
+torchrun's first attempt only. Prints
 ``exit <code>`` and writes the student's weights to
 ``WORK_DIR/student_rank<R>.pth`` when training ends."""
 import argparse
@@ -22,19 +24,25 @@ from tests.toy import ToyBatches, toy_collate, toy_distiller
 
 
 class SignalAt(Hook):
+    """Before iteration ``at``, rank ``rank`` sends itself ``signum`` (only
+    in torchrun's first attempt: a restarted worker goes on)."""
 
-    def __init__(self, at):
-        self.at = at
+    def __init__(self, at, signum=signal.SIGTERM, rank=0):
+        self.at, self.signum, self.rank = at, signum, rank
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter == self.at and get_rank() == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
+        if runner.iter == self.at and get_rank() == self.rank and \
+                os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') == '0':
+            os.kill(os.getpid(), self.signum)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('work_dir')
     parser.add_argument('--signal-at', type=int, default=None)
+    parser.add_argument('--kill-at', type=int, default=None,
+                        help='rank 1 kills itself (SIGKILL) before this '
+                        'iteration, in the first attempt')
     parser.add_argument('--resume', action='store_true')
     parser.add_argument('--launcher', default='none')
     args = parser.parse_args()
@@ -54,8 +62,10 @@ def main():
             type='SGD', lr=0.05, momentum=0.9)),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook',
                                            interval=1)),
-        custom_hooks=[SignalAt(args.signal_at)]
-        if args.signal_at is not None else [],
+        custom_hooks=([SignalAt(args.signal_at)]
+                      if args.signal_at is not None else []) +
+        ([SignalAt(args.kill_at, signal.SIGKILL, rank=1)]
+         if args.kill_at is not None else []),
         launcher=args.launcher, env_cfg=dist.env_cfg,
         cfg=dict(model_wrapper_cfg=dist.get('model_wrapper_cfg')),
         randomness=dict(seed=0), resume=args.resume)

@@ -75,7 +75,7 @@ def test_signal_mid_epoch_checkpoints_exits_75_and_resumes_exactly(
         torch.testing.assert_close(weights(resumed)[k], v, rtol=0, atol=0)
 
 
-def _torchrun(work_dir, *extra):
+def _torchrun(work_dir, *extra, restarts=0):
     import subprocess
     import sys
 
@@ -86,7 +86,9 @@ def _torchrun(work_dir, *extra):
     os.makedirs(work_dir.parent, exist_ok=True)
     toy_distiller(work_dir.parent)
     cmd = [os.path.join(os.path.dirname(sys.executable), 'torchrun'),
-           '--nproc_per_node', '2', '--master_port', env['PORT'],
+           '--nproc_per_node', '2', '--max-restarts', str(restarts),
+           '--rdzv-backend', 'c10d', '--rdzv-endpoint',
+           f'127.0.0.1:{env["PORT"]}',
            os.path.join(REPO_ROOT, 'tests', 'test_hooks',
                         'preempt_worker.py'),
            str(work_dir), '--launcher', 'pytorch', *extra]
@@ -139,3 +141,4 @@ def test_a_second_signal_gets_the_previous_handler():
             PreemptionSignals(('SIGNOPE', ))
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
