@@ -6,7 +6,8 @@ Floors, lowest first (a module may import its own package and any floor
 below its own; the top-level ``mokd_det/__init__`` imports everything):
 
 0. ``loss_groups`` (the seam between distillers and optim wrappers),
-   ``checkpoint``, ``utils``, ``version``
+   ``checkpoint``, ``engine`` (training-loop pieces), ``utils``,
+   ``version``
 1. ``backbones``, ``datasets``, ``losses``, ``necks``
 2. ``distillers``
 3. ``optim``
@@ -24,7 +25,8 @@ from tests.helpers import REPO_ROOT
 
 PACKAGE = osp.join(REPO_ROOT, 'mokd_det')
 FLOORS = {
-    'loss_groups': 0, 'checkpoint': 0, 'utils': 0, 'version': 0,
+    'loss_groups': 0, 'checkpoint': 0, 'engine': 0, 'utils': 0,
+    'version': 0,
     'backbones': 1, 'datasets': 1, 'losses': 1, 'necks': 1,
     'distillers': 2, 'optim': 3, 'hooks': 4,
 }

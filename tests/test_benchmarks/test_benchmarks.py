@@ -32,8 +32,8 @@ def test_step_overhead_peak_rss_per_method(tmp_path):
     timings."""
     out = tmp_path / 'overhead.json'
     run_tool(osp.join(BENCH, 'step_overhead.py'), '--preset', 'cpu-smoke',
-             '--methods', 'kd', 'mokd-amortized-next', '--rss', '--out',
-             str(out))
+             '--methods', 'kd', 'mokd-amortized-next', '--rss', '--warmup',
+             '1', '--steps', '1', '--out', str(out))
     results = json.loads(out.read_text())['results']
     assert results['kd']['rss_x_kd'] == 1.0
     assert results['mokd-amortized-next']['rss_mib'] > 100  # torch alone

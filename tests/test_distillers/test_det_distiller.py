@@ -126,8 +126,11 @@ def test_exported_student_matches_distiller_validation(
     distiller_map = _map_line(log)
     assert 'teacher/coco/bbox_mAP' in log
     # save_best followed the student's mAP, not the teacher's
-    best = [f for f in __import__('os').listdir(work) if f.startswith('best')]
-    assert best == ['best_coco_bbox_mAP_epoch_1.pth']
+    best = sorted(f for f in __import__('os').listdir(work)
+                  if f.startswith('best'))
+    # with its SHA-256 (mokd_det.checkpoint.integrity)
+    assert best == ['best_coco_bbox_mAP_epoch_1.pth',
+                    'best_coco_bbox_mAP_epoch_1.pth.sha256']
 
     student_ckpt = osp.join(work, 'student_epoch_1.pth')
     state = safe_torch_load(student_ckpt)['state_dict']
