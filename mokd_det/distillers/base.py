@@ -157,6 +157,22 @@ class BaseDistiller(BaseModel):
             [t.student for t in self.terms] + self.extra_student_taps() +
             [self.shared_tap], 'student')
         self._shared: Optional[SharedFeatures] = None
+        # what the shared features need that a forward cannot change: the
+        # parameters below them, and the terms that tap below them
+        self._below = [p for name in self.feature_prefixes[
+            :self.feature_prefixes.index(self.shared_tap.path) + 1]
+            if getattr(self.student, name, None) is not None
+            for p in getattr(self.student, name).parameters()]
+        upstream = [f'{t.name} ("{t.student}")' for t in self.terms
+                    if self._is_feature_tap(t.student)
+                    and t.student.path != self.shared_tap.path]
+        self._upstream = None if not upstream else (
+            f'distillation terms {upstream} tap the student below its '
+            f'{self.shared_tap.path} output, so their gradients reach the '
+            f'backbone without passing through the shared features. Tap '
+            f'"{self.shared_tap.path}" (or a level of it, '
+            f'"{self.shared_tap.path}:0"), or weigh on the parameters '
+            "(gradients='params')")
         self.teacher_taps = TapRecorder(
             self.teacher, [t.teacher for t in self.terms], 'teacher')
         self._build_term_modules(loss_cfgs, probe_input_size)
@@ -423,34 +439,19 @@ class BaseDistiller(BaseModel):
         gradient where it does not (for the methods that weigh objectives
         there: ``MoKDOptimWrapper(gradients='features')``)."""
         tap = self.shared_tap
-        below = [p for name in self.feature_prefixes[:self.feature_prefixes
-                                                    .index(tap.path) + 1]
-                 if getattr(self.student, name, None) is not None
-                 for p in getattr(self.student, name).parameters()
-                 if p.requires_grad]
         runs = self.student_taps.count(tap)
         if runs != 1:
-            return SharedFeatures([], below, (
+            return SharedFeatures([], self._below, (
                 f"the student's {tap.path} ran {runs} times in one forward; "
                 'the gradients at its output are not those of one pass'))
         output = self.student_taps.get(tap)
         tensors = list(output) if isinstance(output, (tuple, list)) \
             else [output]
-        upstream = [f'{t.name} ("{t.student}")' for t in self.terms
-                    if self._is_feature_tap(t.student)
-                    and t.student.path != tap.path]
-        unusable = None
-        if upstream:
-            unusable = (
-                f'distillation terms {upstream} tap the student below its '
-                f'{tap.path} output, so their gradients reach the backbone '
-                f'without passing through the shared features. Tap '
-                f'"{tap.path}" (or a level of it, "{tap.path}:0"), or '
-                "weigh on the parameters (gradients='params')")
-        elif not any(t.requires_grad for t in tensors):
+        unusable = self._upstream
+        if unusable is None and not any(t.requires_grad for t in tensors):
             unusable = (f"the student's {tap.path} output does not require "
                         'grad (a frozen backbone and neck)')
-        return SharedFeatures(tensors, below, unusable)
+        return SharedFeatures(tensors, self._below, unusable)
 
     # ------------------------------------------------------------ export
     def student_state_dict(self) -> Dict[str, Tensor]:

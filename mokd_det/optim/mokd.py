@@ -325,10 +325,15 @@ class MoKDOptimWrapper(MultiObjectiveOptimWrapper):
         grads.clear()  # the per-parameter gradients are copied into flat
         del raw
         gram = gram_matrix(flat)
+        self.log_group_dynamics(gram)
+        return flat, present, shared, gram
+
+    def log_group_dynamics(self, gram: Tensor) -> None:
+        """The task-distill dynamics (:meth:`log_gradient_dynamics`) from
+        the groups' Gram matrix, when the groups are those two."""
         if len(self.groups) == 2 and set(self.groups) == {TASK, DISTILL}:
             t, d = self.groups.index(TASK), self.groups.index(DISTILL)
             self.log_gradient_dynamics(gram[t, t], gram[d, d], gram[t, d])
-        return flat, present, shared, gram
 
     def log_weights(self, raw_weights: Optional[Tensor] = None) -> None:
         for k, (g, w) in enumerate(zip(self.groups, self.weights)):

@@ -48,9 +48,8 @@ import torch
 from mmengine.dist import all_reduce
 from torch import Tensor
 
-from ..loss_groups import DISTILL, TASK, SharedFeatures
+from ..loss_groups import SharedFeatures
 from .base import Grads, loss_value
-from .min_norm import floor_weights, min_norm_weights
 from .mokd_modes import ExactMode, kd_stretch
 
 
@@ -148,33 +147,16 @@ class FeatureExactMode(ExactMode):
 
     def weights(self, gram: Tensor, values: Tensor) -> Tensor:
         """The weights on the raw objectives, pi_k / L_k times the step
-        scale, from the Gram matrix of their raw gradients at Z and their
-        values; sets and logs the wrapper's weights."""
+        scale (:meth:`ExactMode.raw_weights`), from the Gram matrix of
+        their raw gradients at Z and their values, stretched at Z under
+        ``step_scale='kd'``; logs them and the dynamics at Z."""
         w = self.w
-        if len(w.groups) == 2 and gram.shape == (2, 2):
-            self.log_dynamics(gram)
-        pi = min_norm_weights(gram / (values[:, None] * values[None, :]),
-                              eps=w.eps)
-        if not torch.isfinite(pi).all():
-            raise FloatingPointError(
-                f'MoKD exact (features): non-finite min-norm weights '
-                f'{pi.tolist()} from the Gram matrix {gram.tolist()}')
-        pi = floor_weights(pi, w.min_weight)
-        w.weights = pi.float()
-        coeffs = pi / values
-        coeffs = coeffs * w.step_factor(coeffs)
+        w.log_group_dynamics(gram)
+        coeffs = self.raw_weights(gram, values)
         if w.step_scale == 'kd':
             coeffs = coeffs * kd_stretch(coeffs @ gram @ coeffs, gram)
         w.log_weights(coeffs)
         return coeffs
-
-    def log_dynamics(self, gram: Tensor) -> None:
-        """``kd/cos`` and the norms of :class:`MultiObjectiveOptimWrapper`,
-        here of the gradients at the shared features."""
-        groups = self.w.groups
-        if set(groups) == {TASK, DISTILL}:
-            t, d = groups.index(TASK), groups.index(DISTILL)
-            self.w.log_gradient_dynamics(gram[t, t], gram[d, d], gram[t, d])
 
     def apply_gradients(self, grads: Dict[str, Grads], scale: Tensor,
                         params: List[Tensor]) -> None:

@@ -110,6 +110,23 @@ class ExactMode:
     def objectives(self, groups: Dict[str, Tensor]) -> Dict[str, Tensor]:
         return OrderedDict((g, groups[g]) for g in self.w.groups)
 
+    def raw_weights(self, gram: Tensor, scale: Tensor) -> Tensor:
+        """The weights on the raw gradients, pi_k / L_k times the step
+        factor, from the Gram matrix ``gram`` of the raw gradients and the
+        losses ``scale``; pi (floored) becomes the wrapper's weights."""
+        w = self.w
+        # Gram matrix of the log-loss gradients g_i = G_i / L_i
+        log_matrix = gram / (scale[:, None] * scale[None, :])
+        pi = min_norm_weights(log_matrix, eps=w.eps)
+        if not torch.isfinite(pi).all():  # e.g. a zero-norm gradient pair
+            raise FloatingPointError(
+                f'MoKD exact: non-finite min-norm weights {pi.tolist()} from '
+                f'the log-gradient Gram matrix {log_matrix.tolist()}')
+        pi = floor_weights(pi, w.min_weight)
+        w.weights = pi.float()
+        coeffs = pi / scale
+        return coeffs * w.step_factor(coeffs)
+
     def apply_gradients(self, grads: Dict[str, Grads], scale: Tensor,
                         params: List[Tensor]) -> None:
         w = self.w
@@ -130,18 +147,7 @@ class ExactMode:
             if restrict:
                 rows = rows * mask
             weighing = gram_matrix(rows)
-        # Gram matrix of the log-loss gradients g_i = G_i / L_i
-        log_matrix = weighing / (scale[:, None] * scale[None, :])
-        pi = min_norm_weights(log_matrix, eps=w.eps)
-        if not torch.isfinite(pi).all():  # e.g. a zero-norm gradient pair
-            raise FloatingPointError(
-                f'MoKD exact: non-finite min-norm weights {pi.tolist()} from '
-                f'the log-gradient Gram matrix {log_matrix.tolist()}')
-        pi = floor_weights(pi, w.min_weight)
-        w.weights = pi.float()
-        # weights on the raw gradients: pi_k / L_k, times the step scale
-        coeffs = pi / scale
-        coeffs = coeffs * w.step_factor(coeffs)
+        coeffs = self.raw_weights(weighing, scale)
         direction = coeffs.to(flat) @ flat
         if self.balance == 'shared':
             if w.step_scale == 'kd':  # the shared part as long as KD's

@@ -4,7 +4,6 @@ parameters below it, and a refusal when a term taps below it."""
 import pytest
 import torch
 
-from mokd_det.distillers.taps import Tap
 from mokd_det.loss_groups import get_shared_features
 from mokd_det.optim import MoKDOptimWrapper
 from tests.toy import toy_batch, toy_distiller
@@ -29,15 +28,24 @@ def test_distiller_attaches_the_neck_output_and_the_parameters_below(
 
 def test_a_term_below_the_shared_features_is_refused_at_the_first_step(
         tmp_path):
-    model = toy_distiller(tmp_path)
-    model.terms[1].student = Tap('backbone.0')  # the 'feat' term
+    """A feature term on the first backbone layer (below the neck, the
+    shared features): the first update refuses, naming the term and the
+    tap to use."""
+    from tests.toy import ToyDistiller
+    toy_distiller(tmp_path)  # the teacher's checkpoint
+    model = ToyDistiller(
+        student=dict(type='ToyNet', width=4),
+        teacher=dict(model=dict(type='ToyNet', width=6),
+                     checkpoint=str(tmp_path / 'toy_teacher_0.pth')),
+        distill_losses=dict(feat=dict(
+            type='FeatureMSELoss', student='backbone.0',
+            teacher='backbone.0',
+            neck=dict(type='SubspaceProjectionNeck', standardize=False))),
+        probe_input_size=(4, 4))
     wrapper = MoKDOptimWrapper(
         torch.optim.SGD(model.student.parameters(), lr=0.1),
         gradients='features')
     x, y = toy_batch(4)
-    model.student_taps = type(model.student_taps)(
-        model.student, [t.student for t in model.terms] + [model.shared_tap],
-        'student')
     total, _ = model.parse_losses(model.loss(x, y))
     with pytest.raises(ValueError, match=r"feat \("
                        r'"backbone.0"\).*Tap "neck"'):
