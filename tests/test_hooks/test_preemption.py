@@ -29,7 +29,10 @@ def make_runner(root, resume=False, hooks=(), name='run'):
     os.makedirs(root, exist_ok=True)
     return Runner(
         model=toy_distiller(root), work_dir=str(root / 'work'),
-        experiment_name=f'{name}_{resume}_{root.name}_{len(hooks)}',
+        # unique per test: mmengine keeps one logger per experiment name,
+        # writing to the stdout of the test that made it
+        experiment_name=f'{name}_{resume}_{root.parent.name}_{root.name}_'
+        f'{len(hooks)}',
         train_dataloader=dict(
             dataset=ToyBatches(32), batch_size=4, num_workers=1,
             persistent_workers=True, collate_fn=toy_collate,
