@@ -220,19 +220,27 @@ class CrashSafeCheckpointHook(CheckpointHook):
         """The checkpoint of the iteration just finished, ``iter_<N>.pth``
         whatever the loop (kept out of ``max_keep_ckpts``' rotation)."""
         self._check_finite(runner)
+        # by_epoch=False: the meta holds this epoch and the next iteration
+        self._write_checkpoint(runner, osp.basename(path), by_epoch=False)
+
+    def _write_checkpoint(self, runner, filename: str, by_epoch: bool,
+                          meta=None) -> None:
+        """Writes ``filename`` under ``out_dir`` through the atomic save,
+        records it as the last checkpoint (and the one before as the
+        previous) and points ``last_checkpoint`` at it (local back-end)."""
         self.previous_ckpt = getattr(self, 'last_ckpt', None)
-        self.last_ckpt = path
-        runner.message_hub.update_info('last_ckpt', path)
+        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
+        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
         with self._atomic_runner_saves(runner):
             runner.save_checkpoint(
-                self.out_dir, osp.basename(path), self.file_client_args,
+                self.out_dir, filename, self.file_client_args,
                 save_optimizer=self.save_optimizer,
-                save_param_scheduler=self.save_param_scheduler,
-                by_epoch=False,  # meta: this epoch, the next iteration
-                backend_args=self.backend_args, **self.args)
+                save_param_scheduler=self.save_param_scheduler, meta=meta,
+                by_epoch=by_epoch, backend_args=self.backend_args,
+                **self.args)
         if is_main_process() and self._local():
             atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'),
-                              path)
+                              self.last_ckpt)
 
     # ------------------------------------------------------------- checks
     def _check_finite(self, runner) -> None:
@@ -310,26 +318,10 @@ class CrashSafeCheckpointHook(CheckpointHook):
             self.keep_ckpt_ids.append(step)
             runner.message_hub.update_info('keep_ckpt_ids',
                                            list(self.keep_ckpt_ids))
-        ckpt_filename = self.filename_tmpl.format(step)
-        self.previous_ckpt = getattr(self, 'last_ckpt', None)
-        self.last_ckpt = self.file_backend.join_path(self.out_dir,
-                                                     ckpt_filename)
-        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        with self._atomic_runner_saves(runner):
-            runner.save_checkpoint(
-                self.out_dir,
-                ckpt_filename,
-                self.file_client_args,
-                save_optimizer=self.save_optimizer,
-                save_param_scheduler=self.save_param_scheduler,
-                meta=meta,
-                by_epoch=self.by_epoch,
-                backend_args=self.backend_args,
-                **self.args)
+        self._write_checkpoint(runner, self.filename_tmpl.format(step),
+                               self.by_epoch, meta)
         if not is_main_process():
             return
-        atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'),
-                          self.last_ckpt)
         for old in stale:
             path = osp.join(self.out_dir, self.filename_tmpl.format(old))
             if old != step and osp.isfile(path):
