@@ -6,14 +6,18 @@ add ``custom_imports = dict(imports=['mokd_det'])``), makes mmengine load
 checkpoints safely under torch >= 2.6 (see :mod:`mokd_det.checkpoint`),
 makes its ``CheckpointHook`` crash-safe (see
 :mod:`mokd_det.hooks.checkpoint`) and its ``EpochBasedTrainLoop`` resume
-mid-epoch exactly (see :mod:`mokd_det.engine.loops`).
+mid-epoch exactly (see :mod:`mokd_det.engine.loops`), and lets configs
+inherit ``mokd_det::<config>`` (see ``_mokd_det_scope``).
 """
+import _mokd_det_scope
+
 from . import (backbones, checkpoint, datasets, distillers,  # noqa: F401
                engine, hooks, losses, necks, optim)
 from .checkpoint import install_safe_checkpoint_loader
 from .engine import install_resumable_epoch_loop
 from .version import __version__
 
+_mokd_det_scope.install()
 install_safe_checkpoint_loader()
 install_resumable_epoch_loop()
 

@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import os.path as osp
+import re
 import sys
 import zipfile
 from tempfile import TemporaryDirectory
@@ -48,6 +49,23 @@ def hub_cache_path(url: str, model_dir: Optional[str] = None,
     return osp.join(model_dir, name)
 
 
+#: OpenMMLab's model zoo names each file ``<name>-<sha256[:8]>.pth``
+#: (``publish_model``); the last ``-<hex>`` before the extension is the hash.
+#: torch.hub's ``HASH_REGEX`` takes the first ``-<hex>.`` instead, which
+#: misreads names such as ``..._bbox_mAP-0.398_..._210455-1d2dac9c.pth``.
+PUBLISHED_HASH = re.compile(r'-([0-9a-f]{8,64})\.[A-Za-z0-9]+$')
+
+
+def published_sha256_prefix(file_name: str) -> Optional[str]:
+    """The sha256 prefix a model-zoo file name publishes, or None.
+
+    >>> published_sha256_prefix('retinanet_r101_2x_20200131-5560aee8.pth')
+    '5560aee8'
+    """
+    match = PUBLISHED_HASH.search(file_name)
+    return match.group(1) if match else None
+
+
 def download_to_hub_cache(url: str, model_dir: Optional[str] = None,
                           progress: bool = True, check_hash: bool = False,
                           file_name: Optional[str] = None) -> str:
@@ -56,19 +74,35 @@ def download_to_hub_cache(url: str, model_dir: Optional[str] = None,
     Uses the path and name ``torch.hub.load_state_dict_from_url`` would, so
     the cache is shared with it. Nothing is loaded here.
 
+    Args:
+        check_hash: Check the download against the sha256 prefix its file
+            name publishes (:func:`published_sha256_prefix`; names without
+            one are not checked). A mismatch keeps nothing in the cache.
+
     Returns:
         The cached file's path.
+
+    Raises:
+        RuntimeError: The download does not have its published hash.
     """
     cached_file = hub_cache_path(url, model_dir, file_name)
     os.makedirs(osp.dirname(cached_file), exist_ok=True)
     if not osp.exists(cached_file):
         sys.stdout.write(f'Downloading: "{url}" to {cached_file}\n')
-        hash_prefix = None
-        if check_hash:
-            match = torch.hub.HASH_REGEX.search(osp.basename(cached_file))
-            hash_prefix = match.group(1) if match else None
-        torch.hub.download_url_to_file(
-            url, cached_file, hash_prefix, progress=progress)
+        hash_prefix = (published_sha256_prefix(osp.basename(cached_file))
+                       if check_hash else None)
+        try:
+            torch.hub.download_url_to_file(
+                url, cached_file, hash_prefix, progress=progress)
+        except RuntimeError as err:
+            if 'invalid hash value' not in str(err):
+                raise
+            raise RuntimeError(
+                f'{url} downloaded with the wrong sha256 ({err}): its file '
+                f'name publishes {hash_prefix!r}, so the download is corrupt '
+                'or the file was replaced. Nothing was cached. Download it '
+                'again, or point the config at a local copy you trust.'
+            ) from None
     return cached_file
 
 
@@ -137,15 +171,18 @@ def load_from_http_safe(filename: str, map_location: Any = None,
                         progress: bool = os.isatty(0)) -> Any:
     """``http://``, ``https://``: downloads into the hub cache and loads.
 
-    Under DDP the local rank 0 of each node downloads first; all ranks then
-    meet at a barrier (also when the download failed, which is raised after
-    it) and load the cached file.
+    A model-zoo URL's download is checked against the sha256 prefix in its
+    file name (:func:`download_to_hub_cache`). Under DDP the local rank 0 of
+    each node downloads first; all ranks then meet at a barrier (also when
+    the download failed, which is raised after it) and load the cached
+    file.
     """
     _, world_size = get_dist_info()
     error = None
     if _local_rank() == 0:
         try:
-            download_to_hub_cache(filename, model_dir, progress)
+            download_to_hub_cache(filename, model_dir, progress,
+                                  check_hash=True)
         except Exception as err:  # raised after the barrier, not before
             error = err
     if world_size > 1:

@@ -398,3 +398,57 @@ def test_ddp_local_rank_zero_downloads_then_all_meet(served, monkeypatch,
         _load_checkpoint(f'{DEAD}/missing.pth')
     assert not isinstance(err.value, UnsafeCheckpointError)
     assert calls == ['barrier'] * 3
+
+
+def test_published_hash_is_the_last_before_the_extension():
+    assert remote.published_sha256_prefix(
+        'retinanet_r101_fpn_2x_coco_20200131-5560aee8.pth') == '5560aee8'
+    # torch.hub's HASH_REGEX would read '0' here (the first '-<hex>.')
+    assert remote.published_sha256_prefix(
+        'faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-'
+        '1d2dac9c.pth') == '1d2dac9c'
+    assert remote.published_sha256_prefix('benign.pth') is None
+    assert remote.published_sha256_prefix('model-v2.pth') is None
+
+
+def _sha256(path):
+    import hashlib
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_teacher_from_a_config_url_with_its_hash_checked(served, hub_dir,
+                                                         tmp_path):
+    """The quickstart pair with its teacher checkpoint given as a zoo-style
+    URL (sha256 prefix in the name): the distiller built from the config
+    downloads, checks and loads it; a file whose content does not match its
+    name is refused and nothing is cached."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    base, root, _ = served
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(
+        'configs/quickstart/kd_r18-r18half_retinanet_3e_shapes.py')
+    teacher_cfg = Config.fromfile(cfg.model.teacher.config)
+    torch.manual_seed(0)
+    weights = MODELS.build(teacher_cfg.model).state_dict()
+    plain = tmp_path / 'teacher.pth'
+    torch.save(dict(state_dict=weights), plain)
+    digest = _sha256(plain)
+    good = f'teacher_20261207-{digest[:8]}.pth'
+    shutil.copy(plain, root / good)
+    cfg.model.teacher.checkpoint = f'{base}/{good}'
+    distiller = MODELS.build(cfg.model)
+    for key, value in distiller.teacher.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    assert (hub_dir / 'checkpoints' / good).is_file()
+
+    wrong = '0' * 8 if not digest.startswith('0' * 8) else 'f' * 8
+    bad = f'teacher_20261207-{wrong}.pth'
+    shutil.copy(plain, root / bad)
+    cfg.model.teacher.checkpoint = f'{base}/{bad}'
+    with pytest.raises(RuntimeError, match='wrong sha256') as err:
+        MODELS.build(cfg.model)
+    assert wrong in str(err.value) and 'Nothing was cached' in str(err.value)
+    assert not (hub_dir / 'checkpoints' / bad).exists()

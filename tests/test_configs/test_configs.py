@@ -158,3 +158,34 @@ def test_detection_teacher_is_a_stock_mmdet_config(path):
     assert teacher.startswith('mmdet::')
     assert teacher_model_cfg(dict(config=teacher)).type == \
         cfg.model.student.type
+
+
+def _zoo_weights(teacher_config: str) -> set:
+    """The weights URLs the model zoo's metafiles list for a ``pkg::``
+    config."""
+    import yaml
+    from mmengine.utils import get_installed_path
+    package, _, name = teacher_config.partition('::')
+    mim = osp.join(get_installed_path(package), '.mim')
+    urls = set()
+    for metafile in glob(osp.join(mim, 'configs', '*', 'metafile.yml')):
+        with open(metafile) as f:
+            meta = yaml.safe_load(f)
+        for model in (meta.get('Models', []) if isinstance(meta, dict)
+                      else []):
+            if model.get('Config', '').partition('/')[2] == name:
+                urls.add(model.get('Weights'))
+    return urls
+
+
+@pytest.mark.parametrize('pair', sorted(
+    p for p in glob(osp.join(REPO_ROOT, 'configs', '_base_', 'pairs', '*'))
+    if 'shapes' not in p))
+def test_model_zoo_pairs_name_the_zoo_file(pair):
+    """Each model-zoo pair's teacher checkpoint is the file the zoo's
+    metafile lists for its teacher config, a URL whose name carries the
+    sha256 prefix the loader checks."""
+    from mokd_det.checkpoint.remote import published_sha256_prefix
+    teacher = Config.fromfile(pair).model.teacher
+    assert teacher.checkpoint in _zoo_weights(teacher.config), pair
+    assert published_sha256_prefix(osp.basename(teacher.checkpoint)), pair

@@ -1,9 +1,7 @@
 # DINO Swin-L (5 scales) -> DINO R50 (4 scales) on COCO, shared by every
 # method of this pair: the student's stock config (data, 12 epochs, AdamW lr
 # 1e-4 with clip_grad 0.1 and the backbone at 0.1x, CocoMetric) with its
-# model wrapped in a DetDistiller, the teacher's stock config and checkpoint
-# (download dino-5scale_swin-l_8xb2-12e_coco from the MMDetection model zoo
-# into checkpoints/dino-5scale_swin-l_8xb2-12e_coco.pth).
+# model wrapped in a DetDistiller, the teacher's stock config and checkpoint.
 # Term: query-level logit KD. A DETR's queries are a set, so student and
 # teacher queries are paired by Hungarian matching of their last decoder
 # layer's predictions (box L1 and GIoU, class probabilities) and the paired
@@ -19,7 +17,9 @@ model = dict(
     student=_base_.model,
     teacher=dict(
         config='mmdet::dino/dino-5scale_swin-l_8xb2-12e_coco.py',
-        checkpoint='checkpoints/dino-5scale_swin-l_8xb2-12e_coco.pth'),
+        # the model zoo's file (sha256 prefix in its name, checked on
+        # download; cached by torch.hub); a local path works too
+        checkpoint='https://download.openmmlab.com/mmdetection/v3.0/dino/dino-5scale_swin-l_8xb2-12e_coco/dino-5scale_swin-l_8xb2-12e_coco_20230228_072924-a654145f.pth'),
     distill_losses=dict(
         queries=dict(
             type='QueryKDLoss',

@@ -1,8 +1,7 @@
 # Faster R-CNN R101 (2x) -> R50 (1x) on COCO, shared by every method of this
 # pair: the student's stock config (data, 1x schedule, CocoMetric) with its
-# model wrapped in a DetDistiller, the teacher's stock config and checkpoint
-# (download it from the MMDetection model zoo into
-# checkpoints/faster-rcnn_r101_fpn_2x_coco.pth), and the distillation terms.
+# model wrapped in a DetDistiller, the teacher's stock config and checkpoint,
+# and the distillation terms.
 # With a plain OptimWrapper this *is* vanilla KD; the leaf configs change only
 # the optim wrapper (or, for the baselines, the terms).
 _base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py']
@@ -14,7 +13,9 @@ model = dict(
     student=_base_.model,
     teacher=dict(
         config='mmdet::faster_rcnn/faster-rcnn_r101_fpn_2x_coco.py',
-        checkpoint='checkpoints/faster-rcnn_r101_fpn_2x_coco.pth'),
+        # the model zoo's file (sha256 prefix in its name, checked on
+        # download; cached by torch.hub); a local path works too
+        checkpoint='https://download.openmmlab.com/mmdetection/v2.0/faster_rcnn/faster_rcnn_r101_fpn_2x_coco/faster_rcnn_r101_fpn_2x_coco_bbox_mAP-0.398_20200504_210455-1d2dac9c.pth'),
     distill_losses=dict(
         # FPN features, both projected into a wider shared space; weight 4:
         # VkD's distillation coefficient on standardised features (the

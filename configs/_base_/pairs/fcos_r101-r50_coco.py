@@ -1,10 +1,9 @@
 # FCOS R101-caffe (1x) -> R50-caffe (1x) on COCO, shared by every method of
 # this pair: the student's stock config (data, 1x schedule, CocoMetric) with
 # its model wrapped in a DetDistiller, the teacher's stock config and
-# checkpoint (download it from the MMDetection model zoo into
-# checkpoints/fcos_r101-caffe_fpn_gn-head-1x_coco.pth), and the distillation
-# terms. With a plain OptimWrapper this *is* vanilla KD; the leaf configs
-# change only the optim wrapper (or, for the baselines, the terms).
+# checkpoint, and the distillation terms. With a plain OptimWrapper this *is*
+# vanilla KD; the leaf configs change only the optim wrapper (or, for the
+# baselines, the terms).
 _base_ = ['mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py']
 custom_imports = dict(imports=['mokd_det'], allow_failed_imports=False)
 
@@ -14,7 +13,9 @@ model = dict(
     student=_base_.model,
     teacher=dict(
         config='mmdet::fcos/fcos_r101-caffe_fpn_gn-head-1x_coco.py',
-        checkpoint='checkpoints/fcos_r101-caffe_fpn_gn-head-1x_coco.pth'),
+        # the model zoo's file (sha256 prefix in its name, checked on
+        # download; cached by torch.hub); a local path works too
+        checkpoint='https://download.openmmlab.com/mmdetection/v2.0/fcos/fcos_r101_caffe_fpn_gn-head_1x_coco/fcos_r101_caffe_fpn_gn-head_1x_coco-0e37b982.pth'),
     distill_losses=dict(
         # FPN features, both projected into a wider shared space; weight 4:
         # VkD's distillation coefficient on standardised features (the

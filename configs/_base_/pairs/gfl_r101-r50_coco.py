@@ -1,8 +1,7 @@
 # GFL R101 (ms-2x) -> R50 (1x) on COCO, shared by every method of this pair:
 # the student's stock config (data, 1x schedule, CocoMetric) with its model
-# wrapped in a DetDistiller, the teacher's stock config and checkpoint
-# (download it from the MMDetection model zoo into
-# checkpoints/gfl_r101_fpn_ms-2x_coco.pth), and the distillation terms. With a
+# wrapped in a DetDistiller, the teacher's stock config and checkpoint,
+# and the distillation terms. With a
 # plain OptimWrapper this *is* vanilla KD; the leaf configs change only the
 # optim wrapper (or, for the baselines, the terms).
 _base_ = ['mmdet::gfl/gfl_r50_fpn_1x_coco.py']
@@ -14,7 +13,9 @@ model = dict(
     student=_base_.model,
     teacher=dict(
         config='mmdet::gfl/gfl_r101_fpn_ms-2x_coco.py',
-        checkpoint='checkpoints/gfl_r101_fpn_ms-2x_coco.pth'),
+        # the model zoo's file (sha256 prefix in its name, checked on
+        # download; cached by torch.hub); a local path works too
+        checkpoint='https://download.openmmlab.com/mmdetection/v2.0/gfl/gfl_r101_fpn_mstrain_2x_coco/gfl_r101_fpn_mstrain_2x_coco_20200629_200126-dd12f847.pth'),
     distill_losses=dict(
         # FPN features, both projected into a wider shared space; weight 4:
         # VkD's distillation coefficient on standardised features (the

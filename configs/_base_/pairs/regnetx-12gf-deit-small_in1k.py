@@ -7,7 +7,7 @@
 # is RegNetX-12GF (same family and size class, X blocks rather than Y).
 # Term: soft logit KD on the class token's logits (T=1, CE and KD weights
 # 0.5/0.5, as the ResNet pairs); DeiT's separate distillation token is not
-# used. Download the teacher from mmpretrain's model zoo into checkpoints/.
+# used.
 _base_ = ['mmpretrain::deit/deit-small_4xb256_in1k.py']
 custom_imports = dict(imports=['mokd_det'], allow_failed_imports=False)
 
@@ -17,7 +17,9 @@ model = dict(
     student=_base_.model,
     teacher=dict(
         config='mmpretrain::regnet/regnetx-12gf_8xb64_in1k.py',
-        checkpoint='checkpoints/regnetx-12gf_8xb64_in1k.pth'),
+        # the model zoo's file (sha256 prefix in its name, checked on
+        # download; cached by torch.hub); a local path works too
+        checkpoint='https://download.openmmlab.com/mmclassification/v0/regnet/regnetx-12gf_8xb64_in1k_20211213-5df8c2f8.pth'),
     distill_losses=dict(
         kd=dict(
             type='LogitKDLoss',

@@ -3,7 +3,6 @@
 # 0.9, weight decay 1e-4, 100 epochs with steps at 30/60/90; KD with T=1,
 # CE and KD weights 0.5/0.5). With a plain OptimWrapper this is vanilla KD;
 # the leaf configs change the optim wrapper (or, for baselines, the terms).
-# Download the teacher from mmpretrain's model zoo into checkpoints/.
 _base_ = ['mmpretrain::resnet/resnet18_8xb32_in1k.py']
 custom_imports = dict(imports=['mokd_det'], allow_failed_imports=False)
 
@@ -13,7 +12,9 @@ model = dict(
     student=_base_.model,
     teacher=dict(
         config='mmpretrain::resnet/resnet34_8xb32_in1k.py',
-        checkpoint='checkpoints/resnet34_8xb32_in1k.pth'),
+        # the model zoo's file (sha256 prefix in its name, checked on
+        # download; cached by torch.hub); a local path works too
+        checkpoint='https://download.openmmlab.com/mmclassification/v0/resnet/resnet34_8xb32_in1k_20210831-f257d4e6.pth'),
     distill_losses=dict(
         kd=dict(
             type='LogitKDLoss',

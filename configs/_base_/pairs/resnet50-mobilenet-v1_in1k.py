@@ -9,4 +9,6 @@ model = dict(
         head=dict(in_channels=1024)),
     teacher=dict(
         config='mmpretrain::resnet/resnet50_8xb32_in1k.py',
-        checkpoint='checkpoints/resnet50_8xb32_in1k.pth'))
+        # the model zoo's file (sha256 prefix in its name, checked on
+        # download; cached by torch.hub); a local path works too
+        checkpoint='https://download.openmmlab.com/mmclassification/v0/resnet/resnet50_8xb32_in1k_20210831-ea4938fc.pth'))

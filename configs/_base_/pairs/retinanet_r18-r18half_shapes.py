@@ -10,7 +10,10 @@ model = dict(
     type='DetDistiller',
     student=_base_.model,
     teacher=dict(
-        config='configs/quickstart/retinanet_r18_fpn_shapes.py',
+        # beside this file wherever the configs are (a checkout, or
+        # mokd_det/.mim/configs after pip install); the checkpoint is the
+        # teacher you trained, relative to the working directory
+        config='{{ fileDirname }}/../../quickstart/retinanet_r18_fpn_shapes.py',
         checkpoint='work_dirs/quickstart/retinanet_r18_fpn_shapes/'
         'epoch_6.pth'),
     distill_losses=dict(
