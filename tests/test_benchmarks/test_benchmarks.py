@@ -413,3 +413,30 @@ def test_cls_preset_student_subset_and_backbone(tmp_path):
         backbone = MODELS.build(teacher.model.backbone)
     last = backbone(torch.zeros(1, 3, 32, 32))[-1]
     assert last.shape[-2:] == (2, 2)
+
+
+def test_forest_plot_rows_and_files(tmp_path):
+    """The forest plot takes each run's paired difference in the study's
+    units, skips runs without one (the reference), renames rows, and writes
+    the image and its points."""
+    sys.path.insert(0, BENCH)
+    from plot_forest import main, rows
+    result = dict(reference='kd-tuned', seeds=[0, 1, 2], scale=100.0, runs={
+        'kd-tuned': dict(mean=0.45),
+        'mokd-exact@wx=3': dict(diff_mean=-0.011, diff_low=-0.03,
+                                diff_high=0.008),
+        'kd': dict(diff_mean=-0.144, diff_low=-0.175, diff_high=-0.113)})
+    assert rows(result) == [
+        ('mokd-exact@wx=3', pytest.approx(-1.1), pytest.approx(-3.0),
+         pytest.approx(0.8)),
+        ('kd', pytest.approx(-14.4), pytest.approx(-17.5),
+         pytest.approx(-11.3))]
+    path = tmp_path / 'study.json'
+    path.write_text(json.dumps(result))
+    out = tmp_path / 'forest.png'
+    main(['--results', str(path), '--rename', 'mokd-exact@wx=3=MoKD exact',
+          '--out', str(out)])
+    assert out.stat().st_size > 0
+    points = json.loads((tmp_path / 'forest.json').read_text())
+    assert [p['run'] for p in points[0]['points']] == ['MoKD exact', 'kd']
+    assert points[0]['title'] == 'vs kd-tuned, seeds 0, 1, 2'
