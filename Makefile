@@ -1,10 +1,12 @@
 # The two commands of the README; each runs the (idempotent) set-up first.
-VENV ?= .venv
+# STACK=onedl (make test STACK=onedl) uses the OneDL forks, in .venv-onedl.
+STACK ?= openmmlab
+VENV ?= $(if $(filter onedl,$(STACK)),.venv-onedl,.venv)
 PY := $(VENV)/bin/python
 
 .PHONY: setup demo test
 setup:
-	MOKD_VENV=$(VENV) bash tools/setup_env.sh
+	MOKD_STACK=$(STACK) MOKD_VENV=$(VENV) bash tools/setup_env.sh
 
 demo: setup
 	$(PY) tools/demo.py

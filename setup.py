@@ -52,22 +52,31 @@ setup(
     py_modules=['_mokd_det_scope'],
     cmdclass={'build_py': BuildPy},
     python_requires='>=3.8',
-    # The ranges the code supports; requirements/ pins the tested dev set.
+    # The ranges the code supports; requirements/ pins the tested sets. The
+    # OpenMMLab stack is an extra, as OpenMMLab's own packages make mmcv one
+    # (their `mim` extra): mmcv with its compiled ops comes from a source
+    # build or a matching binary, and the OneDL forks install the same
+    # modules under other distribution names, so neither is forced here.
+    # Importing mokd_det without mmdet names both install lines.
     install_requires=[
         'torch>=2.0',
-        'mmengine>=0.10.0,<1.0.0',
-        'mmcv>=2.0.0rc4,<2.2.0',  # with compiled ops (mmdet needs nms, RoIAlign)
-        'mmdet>=3.0.0,<4.0.0',
         'numpy',
         'opencv-python',
         'pycocotools',
         'tqdm',
     ],
     extras_require={
+        # the upstream releases (the default, tested stack)
+        'mim': ['mmengine>=0.10.0,<1.0.0',
+                'mmcv>=2.0.0rc4,<2.2.0',  # with compiled ops (nms, RoIAlign)
+                'mmdet>=3.0.0,<4.0.0'],
+        # the maintained forks (same import names)
+        'onedl': ['onedl-mmengine>=0.10.12,<1.0.0', 'onedl-mmcv>=2.3.0',
+                  'onedl-mmdetection>=3.5.0,<4.0.0'],
         # ImageNet-style classifiers distill through mmpretrain configs.
         'cls': ['mmpretrain>=1.0.0,<2.0.0', 'torchvision'],
         'plot': ['matplotlib'],
-        'tests': ['pytest', 'pytest-timeout', 'matplotlib'],
+        'tests': ['pytest', 'pytest-timeout', 'matplotlib', 'build'],
     },
     zip_safe=False,
 )

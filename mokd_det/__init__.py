@@ -9,7 +9,19 @@ makes its ``CheckpointHook`` crash-safe (see
 mid-epoch exactly (see :mod:`mokd_det.engine.loops`), and lets configs
 inherit ``mokd_det::<config>`` (see ``_mokd_det_scope``).
 """
+import importlib.util
+
 import _mokd_det_scope
+
+_missing = [m for m in ('mmengine', 'mmcv', 'mmdet')
+            if importlib.util.find_spec(m) is None]
+if _missing:
+    raise ImportError(
+        f'mokd_det needs MMDetection 3.x, and {", ".join(_missing)} is not '
+        "installed. Install one stack: pip install 'mokd_det[mim]' (the "
+        'upstream releases; mmcv 2.1.0 with its compiled ops, which PyPI has '
+        "as source only) or pip install 'mokd_det[onedl]' (the OneDL forks, "
+        'same import names). The README\'s "Install" section has both.')
 
 from . import (backbones, checkpoint, datasets, distillers,  # noqa: F401
                engine, hooks, losses, necks, optim)

@@ -103,3 +103,17 @@ def test_wheel_trains_a_user_config_under_both_launchers(dists, tmp_path):
         assert 'Epoch(train) [1][1/1]' in log, (name, log[-2000:])
         assert 'kd/pi_task' in log, name  # the MoKD wrapper ran
         assert (project / name / 'student_epoch_1.pth').is_file(), name
+
+
+def test_import_without_mmdet_names_both_install_lines(tmp_path):
+    """mmcv and mmdet are extras (``mim`` or ``onedl``), not requirements;
+    without them ``import mokd_det`` says which lines install them."""
+    proc = subprocess.run(
+        [sys.executable, '-c',
+         "import sys; sys.modules['mmdet'] = None; import mokd_det"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert 'ImportError: mokd_det needs MMDetection 3.x, and mmdet is not ' \
+        'installed' in proc.stderr, proc.stderr[-2000:]
+    assert "'mokd_det[mim]'" in proc.stderr
+    assert "'mokd_det[onedl]'" in proc.stderr
