@@ -7,9 +7,9 @@ with a plain OptimWrapper: one backward of the summed loss); the floor
 loss's with ``retain_graph``); DOT; MoKD exact, on the parameters and at
 the shared features (``gradients='features'``, one backward through the
 backbone); MoKD amortized, with its loss recomputation hook and without it
-(``weight_signal='next'``); MKD (with its meta hook; the timed steps are a
-multiple of its ``interval``, so the meta step is amortized over it exactly
-as in training); and the CWD and PKD feature-loss baselines (plain SGD).
+(``weight_signal='next'``); MKD (with its meta hook; its meta update every
+``--mkd-interval`` steps, by default the config's 20 where ``--steps`` is a
+multiple of it and otherwise once per round, so say which); and the CWD and PKD feature-loss baselines (plain SGD).
 
 One iteration is what mmengine's loop runs: the method hooks'
 ``before_train_iter``, ``model.train_step`` (preprocessing, forward, the
@@ -223,7 +223,9 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     cfg.optim_wrapper.update(OPTIONS.get(method, {}))
     if method != 'student' and args.objectives:
         with_objectives(cfg, method, args.objectives)
-    if method == 'mkd' and args.steps % cfg.optim_wrapper.interval:
+    if method == 'mkd' and args.mkd_interval:
+        cfg.optim_wrapper.interval = args.mkd_interval
+    elif method == 'mkd' and args.steps % cfg.optim_wrapper.interval:
         cfg.optim_wrapper.interval = args.steps
     if args.amp:
         try:
@@ -305,7 +307,9 @@ def peak_rss(args) -> Dict[str, float]:
                str(args.batch), '--warmup', str(args.warmup), '--steps',
                str(args.steps), '--size', *map(str, args.size)] + (
                    ['--objectives', str(args.objectives)]
-                   if args.objectives else [])
+                   if args.objectives else []) + (
+                   ['--mkd-interval', str(args.mkd_interval)]
+                   if args.mkd_interval else [])
         printed = subprocess.run(cmd, check=True, capture_output=True,
                                  text=True).stdout
         out[method] = float(printed.split('RSS_MIB')[-1].split()[0])
@@ -428,6 +432,10 @@ def parse_args():
                    'distill)')
     p.add_argument('--size', type=int, nargs=2, default=None,
                    metavar=('H', 'W'), help='override the image size')
+    p.add_argument('--mkd-interval', type=int, default=None, metavar='N',
+                   help="MKD's meta update every N steps (--steps a "
+                   "multiple of N). Default: its config's interval, or "
+                   '--steps where that does not divide --steps')
     p.add_argument('--rss', action='store_true',
                    help='CPU: also measure each method\'s peak RSS, each '
                    'in its own subprocess')
@@ -457,6 +465,10 @@ def parse_args():
     for key in ('batch', 'warmup', 'steps', 'rounds'):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
+    if args.mkd_interval and args.steps % args.mkd_interval:
+        p.error(f'--mkd-interval {args.mkd_interval}: --steps '
+                f'{args.steps} is not a multiple of it, so the timed steps '
+                'would not hold whole meta intervals')
     args.device = torch.device(preset['device'])
     if args.plan:  # on any machine: the configs, models and wrappers
         args.device = torch.device('cpu')
@@ -525,6 +537,7 @@ def main():
         with open(args.out, 'w') as f:
             json.dump(dict(preset=args.preset, amp=args.amp,
                            objectives=args.objectives,
+                           mkd_interval=args.mkd_interval,
                            batch=args.batch, size=preset['size'],
                            steps=args.steps, rounds=args.rounds,
                            machine=machine(args.device),
