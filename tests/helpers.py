@@ -1,4 +1,5 @@
 """Helpers for the end-to-end tests: small, fast variants of real configs."""
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -113,11 +114,13 @@ def retarget_classification_data(cfg: Config, data_root: str, work_dir: str,
     return cfg
 
 
-def run_tool(*args) -> str:
+def run_tool(*args, env=None) -> str:
     """Runs ``python <args>`` (a tools/ script) as a user would; returns its
-    output, failing the test with the output's tail if it fails."""
+    output, failing the test with the output's tail if it fails. ``env``:
+    variables added to this process's environment."""
     proc = subprocess.run([sys.executable, *args], capture_output=True,
-                          text=True)
+                          text=True, env=None if env is None else
+                          dict(os.environ, **env))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 

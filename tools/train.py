@@ -10,6 +10,9 @@ Examples:
     python tools/train.py CONFIG --amp --resume \
         --cfg-options train_cfg.max_epochs=2
     bash tools/dist_train.sh CONFIG 8
+    # restarts after a lost worker resume on their own
+    torchrun --nproc_per_node 8 --max-restarts 3 tools/train.py CONFIG \
+        --launcher pytorch
 """
 import argparse
 import os
@@ -93,6 +96,15 @@ def main():
         enable_amp(cfg)
     if args.auto_scale_lr:
         enable_auto_scale_lr(cfg)
+
+    # a torchrun restart (--max-restarts) reruns this same command line:
+    # continue from the latest checkpoint, never retrain over it
+    restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
+    if restart > 0 and args.resume is None:
+        args.resume = 'auto'
+        if os.environ.get('RANK', '0') == '0':
+            print(f'[train] torchrun restart {restart}: resuming from the '
+                  f'latest checkpoint in {cfg.work_dir}', flush=True)
 
     # --resume PATH > --resume (latest in work_dir)
     if args.resume == 'auto':

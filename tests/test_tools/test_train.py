@@ -112,9 +112,13 @@ def test_cli_train_resume_and_test(shapes_det_root, tmp_path):
     run_tool('tools/train.py', config, '--work-dir', work_dir)
     assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
 
+    # the same command line again, as torchrun reruns it after a lost
+    # worker (--max-restarts): it resumes on its own, without --resume
     log = run_tool('tools/train.py', config, '--work-dir', work_dir,
-                   '--resume', '--cfg-options', 'train_cfg.max_epochs=2',
-                   'train_cfg.val_interval=2', 'param_scheduler.1.end=2')
+                   '--cfg-options', 'train_cfg.max_epochs=2',
+                   'train_cfg.val_interval=2', 'param_scheduler.1.end=2',
+                   env=dict(TORCHELASTIC_RESTART_COUNT='1'))
+    assert 'torchrun restart 1: resuming from the latest checkpoint' in log
     assert 'resumed epoch: 1, iter: 2' in log
     assert 'Epoch(train) [2][2/2]' in log
     assert 'coco/bbox_mAP' in log
