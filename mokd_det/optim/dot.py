@@ -37,6 +37,8 @@ checkpoint. The update uses fused multi-tensor (``torch._foreach_*``) ops.
 
 With ``Adam``/``AdamW`` as the optimizer, the wrapper runs DOT's Adam
 analogue instead (not in the paper; :mod:`mokd_det.optim.dot_adam`).
+
+Notes on faithfulness and options: docs/methods.md (DOT).
 """
 from typing import Dict, List
 

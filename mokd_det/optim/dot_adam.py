@@ -35,6 +35,8 @@ State (in the optimizer's state, so in every checkpoint): ``step``,
 
 How it compares with vanilla KD under the same AdamW on the paired CPU
 detection proxy: ``benchmarks/RESULTS.md`` (section 2).
+
+Notes on faithfulness and options: docs/methods.md (DOT).
 """
 from typing import List, Optional
 

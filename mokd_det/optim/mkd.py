@@ -62,6 +62,8 @@ The figures, and every variant measured, are in ``benchmarks/RESULTS.md``
 Logs ``train/kd/tau_teacher_<term>`` and ``train/kd/tau_student_<term>``
 (means for per-class temperatures) and ``train/kd/distill_weight`` every
 iteration.
+
+Notes on faithfulness and options: docs/methods.md (MKD).
 """
 import logging
 from contextlib import contextmanager

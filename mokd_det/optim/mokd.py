@@ -141,6 +141,8 @@ step scale) and ``train/kd/step_ratio``, the length of the applied gradient
 over that of the summed raw gradients (vanilla KD's at the same lr). In
 amortized mode with ``step_scale='kd'`` the measuring updates log the same
 dynamics and ``train/kd/stretch``, the running stretch.
+
+Notes on faithfulness and options: docs/methods.md (MoKD).
 """
 from typing import Dict, Optional, Sequence
 

@@ -40,6 +40,8 @@ Refused, with the reason: amortized mode (one backward already),
 weigh parameters, which this mode does not see), a model that attaches no
 shared features (not a mokd_det distiller), and a distillation term that
 taps the student below Z (its gradient reaches the backbone around Z).
+
+Notes on faithfulness and options: docs/methods.md (MoKD).
 """
 from collections import OrderedDict
 from typing import Dict, List, Optional

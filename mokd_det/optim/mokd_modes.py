@@ -10,6 +10,8 @@ its module docstring states both rules and their sources).
   the losses recomputed after the step (DTO-KD Algorithm 1).
 
 A mode object belongs to one wrapper (``self.w``) and keeps its own state.
+
+Notes on faithfulness and options: docs/methods.md (MoKD).
 """
 from collections import OrderedDict
 from typing import Dict, List, Optional
