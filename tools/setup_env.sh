@@ -34,11 +34,15 @@ case $STACK in
         VENV=${MOKD_VENV:-$ROOT/.venv}
         MMCV_DIST=mmcv MMCV_VERSION=2.1.0
         MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
+        # its setup.py imports pkg_resources, removed in setuptools 70+
+        MMCV_BUILD_SETUPTOOLS='setuptools<70'
         REQUIREMENTS=requirements/dev.txt ;;
     onedl)
         VENV=${MOKD_VENV:-$ROOT/.venv-onedl}
         MMCV_DIST=onedl-mmcv MMCV_VERSION=2.3.6
         MMCV_SHA256=8704978a3d492b15cc058742ac3165bd1bcc2dd20678da9ed39e0da3048e3045
+        # its pyproject.toml states the licence as PEP 639 wants (77+)
+        MMCV_BUILD_SETUPTOOLS='setuptools>=77'
         REQUIREMENTS=requirements/onedl.txt ;;
     *)
         echo "[setup] MOKD_STACK=$STACK: expected openmmlab (the default) or onedl" >&2
@@ -79,10 +83,10 @@ if [[ -z $mmcv_wheel ]]; then
     log "building $MMCV_DIST $MMCV_VERSION with ops against torch $torch_tag (about 13 minutes on 2 cores)"
     build=$(mktemp -d)
     trap 'rm -rf "$build"' EXIT
-    # mmcv's setup.py imports pkg_resources, removed in setuptools 70+: build
-    # with an older setuptools, then restore the pinned one below. (Installed
-    # first: pip download runs the sdist's setup.py for its metadata too.)
-    pip install -q 'setuptools<70' wheel ninja
+    # the setuptools the stack's mmcv builds with (above), then the pinned
+    # one is restored below. (Installed first: pip download runs the sdist's
+    # setup.py for its metadata too.)
+    pip install -q "$MMCV_BUILD_SETUPTOOLS" wheel ninja
     pip download -q --no-binary :all: --no-deps -d "$build/sdist" \
         "$MMCV_DIST==$MMCV_VERSION"
     mmcv_sdist=$build/sdist/$MMCV_FILE.tar.gz
