@@ -11,8 +11,7 @@ Examples:
         --cfg-options train_cfg.max_epochs=2
     bash tools/dist_train.sh CONFIG 8
     # restarts after a lost worker resume on their own
-    torchrun --nproc_per_node 8 --max-restarts 3 tools/train.py CONFIG \
-        --launcher pytorch
+    MAX_RESTARTS=3 bash tools/dist_train.sh CONFIG 8
 """
 import argparse
 import os
@@ -100,6 +99,14 @@ def main():
     # a torchrun restart (--max-restarts) reruns this same command line:
     # continue from the latest checkpoint, never retrain over it
     restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') or 0)
+    if int(os.environ.get('TORCHELASTIC_MAX_RESTARTS', '0') or 0) > 0 and \
+            os.environ.get('TORCH_DISABLE_SHARE_RDZV_TCP_STORE') != '1' and \
+            restart == 0 and os.environ.get('RANK', '0') == '0':
+        print('[train] warning: torchrun --max-restarts without '
+              'TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment: a '
+              'restarted group can hang in init_process_group '
+              '(pytorch/pytorch#135712). Export it before torchrun '
+              '(tools/dist_train.sh does).', flush=True)
     if restart > 0 and args.resume is None:
         args.resume = 'auto'
         if os.environ.get('RANK', '0') == '0':
