@@ -107,11 +107,16 @@ def main():
               'restarted group can hang in init_process_group '
               '(pytorch/pytorch#135712). Export it before torchrun '
               '(tools/dist_train.sh does).', flush=True)
-    if restart > 0 and args.resume is None:
-        args.resume = 'auto'
+    if restart > 0:
+        # the latest checkpoint of this run, else what the run started from
+        if args.resume is None or osp.isfile(
+                osp.join(cfg.work_dir, 'last_checkpoint')):
+            args.resume = 'auto'
         if os.environ.get('RANK', '0') == '0':
-            print(f'[train] torchrun restart {restart}: resuming from the '
-                  f'latest checkpoint in {cfg.work_dir}', flush=True)
+            source = (f'the latest checkpoint in {cfg.work_dir}'
+                      if args.resume == 'auto' else args.resume)
+            print(f'[train] torchrun restart {restart}: resuming from '
+                  f'{source}', flush=True)
 
     # --resume PATH > --resume (latest in work_dir)
     if args.resume == 'auto':

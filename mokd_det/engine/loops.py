@@ -30,15 +30,23 @@ from mmengine.runner import EpochBasedTrainLoop
 
 class _SkippingBatchSampler:
     """A batch sampler's view without its first ``skip`` batches (their
-    indices drawn and dropped); its length stays the sampler's."""
+    indices drawn and dropped) on its **first** iteration only; later
+    iterations are the sampler's own. Its length stays the sampler's.
+
+    Once only because a DataLoader iterator keeps the batch sampler it was
+    created with: with persistent workers the iterator created in the
+    resumed epoch serves every later epoch, so a view that always skipped
+    would cut those epochs short too (they lost their first ``skip``
+    batches before this was found)."""
 
     def __init__(self, batch_sampler, skip: int):
         self.batch_sampler = batch_sampler
         self.skip = skip
 
     def __iter__(self):
+        skip, self.skip = self.skip, 0
         batches = iter(self.batch_sampler)
-        for _ in range(self.skip):
+        for _ in range(skip):
             next(batches, None)
         yield from batches
 
@@ -52,9 +60,9 @@ class _SkippingBatchSampler:
 @contextmanager
 def skipping_first_batches(dataloader, skip: int):
     """Inside, iterating ``dataloader`` yields its batches from the
-    ``skip``-th on. The DataLoader reads its batch sampler anew at each
-    iteration's start (persistent workers included), so the view is put
-    in place for one iteration and taken out after."""
+    ``skip``-th on; after, the loader has its own batch sampler back. (A
+    persistent iterator created inside keeps the view, which skips on its
+    first pass only.)"""
     original = dataloader.batch_sampler
     # DataLoader forbids setting batch_sampler after __init__
     object.__setattr__(dataloader, 'batch_sampler',

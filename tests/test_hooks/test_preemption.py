@@ -1,7 +1,7 @@
 """Preemption: a SIGTERM or SIGUSR1 mid-epoch finishes the iteration,
 writes its checkpoint and exits 75; --resume then continues the epoch
-after its trained batches and ends where the uninterrupted run ends
-(shuffled seeded sampler, a persistent worker)."""
+after its trained batches, trains the next epoch whole, and ends where the
+uninterrupted run ends (shuffled seeded sampler, a persistent worker)."""
 import os
 import signal
 
@@ -37,7 +37,9 @@ def make_runner(root, resume=False, hooks=(), name='run'):
             dataset=ToyBatches(32), batch_size=4, num_workers=1,
             persistent_workers=True, collate_fn=toy_collate,
             sampler=dict(type='DefaultSampler', shuffle=True)),
-        train_cfg=dict(by_epoch=True, max_epochs=2),
+        # an epoch after the resumed one: a persistent worker's iterator
+        # must not keep skipping there
+        train_cfg=dict(by_epoch=True, max_epochs=3),
         optim_wrapper=dict(type='KDOptimWrapper', optimizer=dict(
             type='SGD', lr=0.05, momentum=0.9)),
         param_scheduler=dict(type='MultiStepLR', by_epoch=True,
@@ -73,7 +75,7 @@ def test_signal_mid_epoch_checkpoints_exits_75_and_resumes_exactly(
     resumed.train()
     log = capsys.readouterr().out
     assert 'after its first 4 batches' in log
-    assert resumed.iter == 16 and resumed.epoch == 2
+    assert resumed.iter == 24 and resumed.epoch == 3
     for k, v in weights(straight).items():
         torch.testing.assert_close(weights(resumed)[k], v, rtol=0, atol=0)
 
