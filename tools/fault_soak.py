@@ -142,11 +142,14 @@ def lost_iterations(output, per_epoch):
     return out
 
 
-def final_weights(work_dir, epochs):
+def final_state(work_dir, epochs):
+    """(the student's final weights, the iterations the run trained: its
+    last checkpoint's count, so an epoch cut short shows)."""
     from mokd_det.checkpoint import safe_torch_load
     state = safe_torch_load(osp.join(work_dir,
                                      f'student_epoch_{epochs}.pth'), 'cpu')
-    return state.get('state_dict', state)
+    ckpt = safe_torch_load(osp.join(work_dir, f'epoch_{epochs}.pth'), 'cpu')
+    return state.get('state_dict', state), ckpt['meta']['iter']
 
 
 def main(argv=None):
@@ -207,16 +210,16 @@ def main(argv=None):
         if codes[-1:] != [0]:
             sys.exit(f'[soak] the {name} run did not finish (exits {codes});'
                      f' its last output:\n' + outputs[-1][-4000:])
-    ref = final_weights(runs['reference']['work'], args.epochs)
-    got = final_weights(runs['soak']['work'], args.epochs)
+    ref, ref_iters = final_state(runs['reference']['work'], args.epochs)
+    got, got_iters = final_state(runs['soak']['work'], args.epochs)
     diff = max(float((got[k].float() - v.float()).abs().max())
                for k, v in ref.items())
     output = runs['soak']['output']
     fired = [(m.group(1), int(m.group(2))) for m in FIRED.finditer(output)]
     lost = lost_iterations(output, args.iters_per_epoch)
     # a fault is survived when it fired and the run still ended on the
-    # reference's weights, exactly
-    exact = diff == 0.0
+    # reference's weights, exactly, after as many iterations
+    exact = diff == 0.0 and got_iters == ref_iters == total
     rows = []
     for kind in args.kinds:
         planned = [f for f in faults if f['kind'] == kind]
@@ -231,7 +234,9 @@ def main(argv=None):
                          (argv if argv is not None else sys.argv[1:])),
         nproc=args.nproc, iterations=total, seed=args.seed, faults=faults,
         launches=len(runs['soak']['codes']), exits=runs['soak']['codes'],
-        rows=rows, max_weight_diff=diff, minutes=(time.time() - start) / 60)
+        rows=rows, max_weight_diff=diff, iterations_trained=dict(
+            reference=ref_iters, soak=got_iters),
+        minutes=(time.time() - start) / 60)
     print('| fault | planned | injected | survived | iterations lost |')
     print('|---|---|---|---|---|')
     for r in rows:
@@ -240,7 +245,8 @@ def main(argv=None):
               f'{", ".join(map(str, r["iterations_lost"])) or "-"} |')
     print(f'[soak] {len(runs["soak"]["codes"])} launches (exits '
           f'{runs["soak"]["codes"]}); final student weights vs the '
-          f'reference: max |diff| {diff:.3g}; {result["minutes"]:.1f} min')
+          f'reference: max |diff| {diff:.3g}; iterations {got_iters} vs '
+          f'{ref_iters} of {total}; {result["minutes"]:.1f} min')
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=1)

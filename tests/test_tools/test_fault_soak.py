@@ -50,6 +50,7 @@ def test_short_soak_survives_every_fault_exactly(tmp_path):
                    '--iters-per-epoch', '4', '--seed', '0', '--minutes', '8',
                    '--out', str(tmp_path / 'soak.json')])
     assert result['max_weight_diff'] == 0.0
+    assert result['iterations_trained'] == dict(reference=12, soak=12)
     assert result['exits'][-1] == 0
     for row in result['rows']:
         assert row['planned'] == row['injected'] == row['survived'] == 1, row
