@@ -60,9 +60,16 @@ def _unformatted_config_dumps():
     times (the log, the work-dir copy, the visualizer, every checkpoint),
     about 1.6 s each for a detection distiller: half of a one-iteration
     config test. The dumped text is the same Python, unformatted (what
-    mmengine writes with ``format_python_code=False``)."""
+    mmengine writes with ``format_python_code=False``). mmengine 0.10.7
+    binds yapf's ``FormatCode`` at import; onedl-mmengine imports it from
+    yapf when it formats: both are replaced."""
     from mmengine.config import config
-    formatted = config.FormatCode
-    config.FormatCode = lambda text, **kwargs: (text, False)
+    from yapf.yapflib import yapf_api
+    unformatted = lambda text, **kwargs: (text, False)  # noqa: E731
+    saved = [(m, m.FormatCode) for m in (config, yapf_api)
+             if hasattr(m, 'FormatCode')]
+    for module, _ in saved:
+        module.FormatCode = unformatted
     yield
-    config.FormatCode = formatted
+    for module, formatted in saved:
+        module.FormatCode = formatted
