@@ -1,5 +1,5 @@
 """The fault soak (tools/fault_soak.py), short: 2 gloo processes under
-torchrun, 12 iterations, one fault of each kind (a preemption, a killed
+torchrun, 8 iterations, one fault of each kind (a preemption, a killed
 worker, a failed checkpoint write, a non-finite loss) at iterations drawn
 from the seed; the run survives them all and ends on the reference run's
 weights exactly. And the lost-iterations bookkeeping, by hand."""
@@ -46,11 +46,11 @@ def test_lost_iterations_by_hand():
 
 
 def test_short_soak_survives_every_fault_exactly(tmp_path):
-    result = main(['--work-dir', str(tmp_path), '--epochs', '3',
+    result = main(['--work-dir', str(tmp_path), '--epochs', '2',
                    '--iters-per-epoch', '4', '--seed', '0', '--minutes', '8',
                    '--out', str(tmp_path / 'soak.json')])
     assert result['max_weight_diff'] == 0.0
-    assert result['iterations_trained'] == dict(reference=12, soak=12)
+    assert result['iterations_trained'] == dict(reference=8, soak=8)
     assert result['exits'][-1] == 0
     for row in result['rows']:
         assert row['planned'] == row['injected'] == row['survived'] == 1, row
