@@ -152,7 +152,7 @@ class FaultInjectionHook(Hook):
             if not name.startswith(('epoch_', 'iter_')) or \
                     '.pth' not in name or not hook._claim(runner, fault):
                 return original(backend, obj, filepath)
-            LocalBackend.put = original
+            LocalBackend.put, hook._original_put = original, None  # disarmed
             with open(filepath, 'wb') as f:
                 f.write(obj[:len(obj) // 2])
             hook._say(fault, f'failing the write of {filepath} (ENOSPC)')
