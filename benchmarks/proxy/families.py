@@ -122,6 +122,14 @@ class ClsFamily(Family):
                           topk=(1, ))
         model.data_preprocessor = dict(cfg.data_preprocessor,
                                        num_classes=num_classes)
+        if role == 'student' and preset.get('student_batch_augments'):
+            # mixed batches (mmpretrain's batch augments, in the student's
+            # preprocessor, which the distiller feeds the teacher too) and
+            # the soft-label cross-entropy they need
+            model.data_preprocessor['batch_augments'] = copy.deepcopy(
+                preset['student_batch_augments'])
+            model.head.loss = dict(type='CrossEntropyLoss', loss_weight=1.0,
+                                   use_soft=True)
 
     def adapt_losses(self, losses):
         # the shipped R34 -> R18 pair has 512 channels on both sides; the

@@ -6,9 +6,10 @@ how many runs go in parallel (``jobs``, each on ``threads`` threads) and the
 teacher's required lead over the scratch student (``min_gap``, in the
 reported unit). Optional: ``student_train``, the number of labelled
 training images the students learn from (the first N; the teacher learns
-from all), and ``cls_backbone``, overrides of both classification
-backbones (type, strides). The calibration of the CPU presets, step by
-step, is in ``benchmarks/RESULTS.md``.
+from all), ``cls_backbone``, overrides of both classification
+backbones (type, strides), and ``student_batch_augments``, mmpretrain
+batch augments (mixup) of the classification students. The calibration
+of the CPU presets, step by step, is in ``benchmarks/RESULTS.md``.
 """
 import copy
 
@@ -91,6 +92,15 @@ CLS_CPU_FEW = dict(
 CLS_CPU_FEW_SHARED = dict(copy.deepcopy(CLS_CPU_FEW),
                           shared_init=('backbone', ))
 
+# cls-cpu-few-shared with mixup on the students' batches (alpha 1), the
+# teacher seeing the same mixed images: "consistent teaching" (Beyer et
+# al., "Knowledge distillation: A good teacher is patient and consistent",
+# CVPR 2022), where the teacher's outputs on mixed images carry what the
+# mixed labels do not; scratch gets the same mixup
+CLS_CPU_MIX = dict(copy.deepcopy(CLS_CPU_FEW_SHARED),
+                   student_batch_augments=dict(
+                       augments=dict(type='Mixup', alpha=1.0)))
+
 
 def _smoke(preset: dict, **data) -> dict:
     """The pipeline of ``preset`` in seconds: a few tiny images, one
@@ -115,6 +125,7 @@ PRESETS = {
     'cls-cpu': CLS_CPU,
     'cls-cpu-few': CLS_CPU_FEW,
     'cls-cpu-few-shared': CLS_CPU_FEW_SHARED,
+    'cls-cpu-mix': CLS_CPU_MIX,
     'cpu-smoke': _smoke(DET_CPU, num_train=16, num_val=8),
     'cls-cpu-smoke': _smoke(CLS_CPU, num_train=32, num_val=16),
     # not yet calibrated on a GPU (none lent so far)
