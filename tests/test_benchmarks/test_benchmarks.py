@@ -415,6 +415,44 @@ def test_cls_preset_student_subset_and_backbone(tmp_path):
     assert last.shape[-2:] == (2, 2)
 
 
+def test_cls_preset_student_mixup(tmp_path):
+    """``cls-cpu-mix``: the students' preprocessor mixes their batches (the
+    distiller feeds the teacher the same mixed images) and their head takes
+    the soft-label cross-entropy; the teacher trains without mixup. Built
+    and run on a batch: the mixed labels are soft."""
+    sys.path.insert(0, BENCH)
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope, MODELS
+    from mmpretrain.structures import DataSample
+    from proxy.families import FAMILIES
+    from proxy.presets import PRESETS
+    from proxy.study import Study
+
+    import mokd_det  # noqa: F401 (registries)
+
+    study = Study(PRESETS['cls-cpu-mix'], FAMILIES['cls'], str(tmp_path))
+    teacher = Config.fromfile(study.config('teacher', 0))
+    assert 'batch_augments' not in teacher.model.data_preprocessor
+    assert not teacher.model.head.loss.get('use_soft', False)
+    for name in ('scratch', 'kd'):
+        cfg = Config.fromfile(study.config(name, 0))
+        student = cfg.model if name == 'scratch' else cfg.model.student
+        assert student.data_preprocessor.batch_augments == dict(
+            augments=dict(type='Mixup', alpha=1.0)), name
+        assert student.head.loss.use_soft, name
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(cfg.model.student)
+    torch.manual_seed(0)
+    batch = dict(inputs=[torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)
+                         for _ in range(4)],
+                 data_samples=[DataSample().set_gt_label(i % 2)
+                               for i in range(4)])
+    out = model.data_preprocessor(batch, training=True)
+    scores = torch.stack([s.gt_score for s in out['data_samples']])
+    assert torch.allclose(scores.sum(1), torch.ones(4))
+    assert ((scores > 0) & (scores < 1)).any()  # mixed, not one-hot
+
 def test_forest_plot_rows_and_files(tmp_path):
     """The forest plot takes each run's paired difference in the study's
     units, skips runs without one (the reference), renames rows, and writes
