@@ -453,6 +453,7 @@ def test_cls_preset_student_mixup(tmp_path):
     assert torch.allclose(scores.sum(1), torch.ones(4))
     assert ((scores > 0) & (scores < 1)).any()  # mixed, not one-hot
 
+
 def test_forest_plot_rows_and_files(tmp_path):
     """The forest plot takes each run's paired difference in the study's
     units, skips runs without one (the reference), renames rows, and writes
