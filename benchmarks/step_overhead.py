@@ -9,7 +9,10 @@ the shared features (``gradients='features'``, one backward through the
 backbone); MoKD amortized, with its loss recomputation hook and without it
 (``weight_signal='next'``); MKD (with its meta hook; its meta update every
 ``--mkd-interval`` steps, by default the config's 20 where ``--steps`` is a
-multiple of it and otherwise once per round, so say which); and the CWD and PKD feature-loss baselines (plain SGD).
+multiple of it and otherwise once per round, so say which); the CWD and PKD
+feature-loss baselines (plain SGD); and, on request, plain KD and MKD with
+``train_step`` compiled as mmengine's ``compile=True`` does
+(``kd-compiled``, ``mkd-compiled``: the warm-up includes the compilation).
 
 One iteration is what mmengine's loop runs: the method hooks'
 ``before_train_iter``, ``model.train_step`` (preprocessing, forward, the
@@ -74,11 +77,17 @@ from mokd_det.utils.config import amp_variant, enable_amp, load_config
 
 METHODS = ('student', 'kd', 'kd+bwd', 'dot', 'mokd-exact',
            'mokd-exact-features', 'mokd-amortized', 'mokd-amortized-next',
-           'mkd', 'cwd', 'pkd')
+           'mkd', 'cwd', 'pkd', 'kd-compiled', 'mkd-compiled')
 #: the leaf config of each method (``kd+bwd`` is ``kd`` with the
 #: two-backward wrapper below)
 LEAF = {'kd+bwd': 'kd', 'mokd-exact-features': 'mokd-exact',
-        'mokd-amortized-next': 'mokd-amortized'}
+        'mokd-amortized-next': 'mokd-amortized', 'kd-compiled': 'kd',
+        'mkd-compiled': 'mkd'}
+#: the methods whose ``train_step`` is compiled as mmengine's
+#: ``compile=True`` does (``torch.compile`` of the model's ``train_step``);
+#: only the wrappers that support it (docs/methods.md). Not in the
+#: default set: on the CPU, compiling takes minutes
+COMPILED = ('kd-compiled', 'mkd-compiled')
 #: the optim wrapper options of the methods that are a leaf's option
 OPTIONS = {'mokd-exact-features': dict(gradients='features'),
            'mokd-amortized-next': dict(weight_signal='next')}
@@ -223,9 +232,10 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     cfg.optim_wrapper.update(OPTIONS.get(method, {}))
     if method != 'student' and args.objectives:
         with_objectives(cfg, method, args.objectives)
-    if method == 'mkd' and args.mkd_interval:
+    if LEAF.get(method, method) == 'mkd' and args.mkd_interval:
         cfg.optim_wrapper.interval = args.mkd_interval
-    elif method == 'mkd' and args.steps % cfg.optim_wrapper.interval:
+    elif LEAF.get(method, method) == 'mkd' and \
+            args.steps % cfg.optim_wrapper.interval:
         cfg.optim_wrapper.interval = args.steps
     if args.amp:
         try:
@@ -245,6 +255,8 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
         model = MODELS.build(cfg.model)
         model.init_weights()
     model.to(args.device).train()
+    if method in COMPILED:  # as mmengine's Runner._maybe_compile does
+        model.train_step = torch.compile(model.train_step)
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     hooks = [HOOKS.build(dict(h)) for h in cfg.get('custom_hooks', [])
              if h['type'] in METHOD_HOOKS]
@@ -421,7 +433,8 @@ def parse_args():
     p.add_argument('--amp', action='store_true',
                    help='fp16 autocast + dynamic loss scale (the AMP '
                    'variants of the wrappers)')
-    p.add_argument('--methods', nargs='+', choices=METHODS, default=METHODS)
+    p.add_argument('--methods', nargs='+', choices=METHODS,
+                   default=[m for m in METHODS if m not in COMPILED])
     for key in ('batch', 'warmup', 'steps', 'rounds'):
         p.add_argument(f'--{key}', type=int, default=None,
                        help='override the preset')
