@@ -103,6 +103,8 @@ class TargetCache:
         self._calls = {}
 
     @staticmethod
+    @torch.compiler.disable  # compile=True: dynamo would recompile the
+    # class check once per module type, up to its recompile limit
     def _heads(model: nn.Module) -> List[nn.Module]:
         return [m for m in model.modules() if has_pure_targets(m)]
 
