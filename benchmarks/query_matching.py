@@ -8,8 +8,10 @@ timed work is what one training step's ``QueryKDLoss`` does for its batch:
 * ``per-image``: for each image, its costs, a copy to the host and scipy's
   Hungarian solver (:func:`mokd_det.losses.match_queries` per image, the
   path before the batched one);
-* ``batched``: the costs of the whole batch in one computation, one copy,
-  the solver per image (:func:`mokd_det.losses.match_query_batch`);
+* ``batched``: :func:`mokd_det.losses.match_query_batch`: the costs of the
+  whole batch in one computation on a GPU, image by image on the CPU
+  (where the batch's intermediates outgrow the caches: 0.77x of per-image
+  at batch 8 before that change), one copy, the solver per image;
 * ``solver only``: scipy's solver alone on the same cost matrices, the part
   neither path can batch;
 * ``loss``: the whole ``QueryKDLoss`` forward (matching and KD of every

@@ -31,8 +31,12 @@ Peak memory. CUDA: the peak allocated during a method's steps, less what
 the other resident models hold. CPU (``--rss``; torch has no CPU allocator
 statistics): each method alone in a fresh subprocess (``--alone``) that
 builds it, runs the warm-up and ``--steps`` steps and reports its peak
-resident set size (``ru_maxrss``: the interpreter, torch, the teacher and
-student, the method's state and its steps' activations).
+resident set size *during the steps* (Linux's ``VmHWM``, reset after the
+build through ``/proc/self/clear_refs``: the interpreter, torch, the
+teacher and student, the method's state and its steps' activations; the
+build's own transient peak, the same for every method, is left out), and
+how far that peak rises above the resident size before the first step
+(the method's state and activations).
 
 Presets (``--preset``):
 
@@ -55,7 +59,6 @@ import json
 import os
 import os.path as osp
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -309,6 +312,24 @@ def measure(benches: Dict[str, Bench], batches, args) -> None:
                 bench.peak = max(bench.peak or 0, own)
 
 
+def proc_status_mib(key: str) -> float:
+    """A size from ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in MiB."""
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(key + ':'):
+                return int(line.split()[1]) / 1024  # reported in kB
+    raise RuntimeError(f'/proc/self/status has no {key} (Linux only)')
+
+
+def reset_peak_rss() -> float:
+    """Resets the peak resident set size (``VmHWM``) to the current one
+    (Linux >= 4.0: ``5`` to ``/proc/self/clear_refs``); returns the current
+    resident size in MiB."""
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    return proc_status_mib('VmRSS')
+
+
 def peak_rss(args) -> Dict[str, float]:
     """Each method's peak RSS in MiB, from its own subprocess
     (``--alone``)."""
@@ -324,7 +345,8 @@ def peak_rss(args) -> Dict[str, float]:
                    if args.mkd_interval else [])
         printed = subprocess.run(cmd, check=True, capture_output=True,
                                  text=True).stdout
-        out[method] = float(printed.split('RSS_MIB')[-1].split()[0])
+        fields = printed.split('RSS_MIB')[-1].split()
+        out[method] = (float(fields[0]), float(fields[2]))
     return out
 
 
@@ -334,8 +356,8 @@ def report(benches: Dict[str, Bench], args, rss=None) -> dict:
     for name, b in benches.items():
         row = dict(ms=1e3 * statistics.median(b.times))
         if rss:
-            row['rss_mib'] = rss[name]
-            row['rss_x_kd'] = rss[name] / rss['kd']
+            row['rss_mib'], row['rss_rise_mib'] = rss[name]
+            row['rss_x_kd'] = rss[name][0] / rss['kd'][0]
         for ref_name, ref in (('x_kd', kd), ('x_floor', floor)):
             if ref is not None:
                 row[ref_name] = statistics.median(
@@ -352,10 +374,11 @@ def report(benches: Dict[str, Bench], args, rss=None) -> dict:
     rows = [[name, fmt(r, 'ms', '.1f'), fmt(r, 'x_kd', '.3f'),
              fmt(r, 'x_floor', '.3f'), fmt(r, 'peak_mib', '.0f'),
              fmt(r, 'mem_x_kd', '.3f'), fmt(r, 'rss_mib', '.0f'),
-             fmt(r, 'rss_x_kd', '.3f')] for name, r in results.items()]
+             fmt(r, 'rss_x_kd', '.3f'), fmt(r, 'rss_rise_mib', '.0f')]
+            for name, r in results.items()]
     print(markdown_table(['method', 'ms/step', 'x plain KD',
                           'x (KD + 1 bwd)', 'CUDA peak MiB', 'mem x KD',
-                          'peak RSS MiB', 'RSS x KD'], rows))
+                          'peak RSS MiB', 'RSS x KD', 'RSS rise MiB'], rows))
     return results
 
 
@@ -520,6 +543,8 @@ def main():
             if method == args.methods[0]:
                 batches = make_batches(4, args.batch, preset['size'],
                                        num_classes(bench.model), args.device)
+            if args.alone:
+                before = reset_peak_rss()
             bench.run(batches, args.warmup)
             sync(args.device)
             # what this method holds between steps (weights, optimizer and
@@ -533,9 +558,8 @@ def main():
     if args.alone:
         for bench in benches.values():
             bench.run(batches, args.steps)
-        # Linux reports ru_maxrss in KiB
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(f'RSS_MIB {kib / 1024:.1f}')
+        peak = proc_status_mib('VmHWM')
+        print(f'RSS_MIB {peak:.1f} RISE_MIB {peak - before:.1f}')
         return
     measure(benches, batches, args)
     print(f'\n{args.preset}, {"AMP fp16" if args.amp else "fp32"}, batch '

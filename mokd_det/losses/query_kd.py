@@ -17,9 +17,9 @@ teacher's predictions in place of ground truth). Here:
 * the student's last ``num_queries`` queries are its matching queries (DINO
   puts its denoising queries first in training; the distiller fills
   ``num_queries`` from the student detector), the teacher's likewise;
-* the matching uses the **last decoder layer** of both, per image (the
-  costs of the whole batch in one batched computation on the device, one
-  copy to the host for scipy's solver), with
+* the matching uses the **last decoder layer** of both, per image (on a
+  GPU the costs of the whole batch in one batched computation, on the CPU
+  image by image; one copy to the host for scipy's solver), with
   DETR's box costs (``box_l1_weight`` x L1 of the boxes +
   ``giou_weight`` x (-GIoU)) plus ``cls_weight`` x the mean absolute
   difference of the class probabilities (so that two queries on one object
@@ -90,16 +90,27 @@ def match_query_batch(s_logits: Tensor, s_boxes: Tensor, t_logits: Tensor,
                       t_boxes: Tensor, activation: str, **costs
                       ) -> Tuple[Tensor, Tensor, Tensor]:
     """The one-to-one matching of every image's student and teacher
-    queries: the costs of the whole batch at once
-    (:func:`matching_costs`), one copy to the host, the Hungarian solver
-    (scipy) per image there, and one copy of the indices back.
+    queries: the costs of the whole batch at once (:func:`matching_costs`;
+    image by image on the CPU, where that is faster), one copy to the host,
+    the Hungarian solver (scipy) per image there, and one copy of the
+    indices back.
 
     Returns:
         ``(image, student_index, teacher_index)``: the matched pairs of all
         images, ``min(Qs, Qt)`` per image, image by image.
     """
-    cost = matching_costs(s_logits, s_boxes, t_logits, t_boxes, activation,
-                          **costs).cpu().numpy()
+    if s_logits.device.type == 'cpu':
+        # on the CPU the batch's (B, Qs, Qt) intermediates outgrow the
+        # caches and one computation is slower than one per image
+        # (benchmarks/RESULTS.md, QueryKDLoss's matching)
+        cost = torch.cat([
+            matching_costs(s_logits[i:i + 1], s_boxes[i:i + 1],
+                           t_logits[i:i + 1], t_boxes[i:i + 1], activation,
+                           **costs) for i in range(len(s_logits))])
+    else:
+        cost = matching_costs(s_logits, s_boxes, t_logits, t_boxes,
+                              activation, **costs)
+    cost = cost.cpu().numpy()
     matches = [linear_sum_assignment(c) for c in cost]
     index = torch.from_numpy(np.stack([
         np.concatenate([np.full(len(r), b) for b, (r, _) in

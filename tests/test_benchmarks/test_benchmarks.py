@@ -36,7 +36,11 @@ def test_step_overhead_peak_rss_per_method(tmp_path):
              '1', '--steps', '1', '--out', str(out))
     results = json.loads(out.read_text())['results']
     assert results['kd']['rss_x_kd'] == 1.0
-    assert results['mokd-amortized-next']['rss_mib'] > 100  # torch alone
+    for row in results.values():
+        assert row['rss_mib'] > 100  # torch alone
+        # the steps' own rise above the resident size before them (the
+        # build's transient peak left out): activations at least
+        assert 0 < row['rss_rise_mib'] < row['rss_mib']
 
 
 def test_step_length_per_part(tmp_path):

@@ -70,6 +70,24 @@ def test_batched_matching_equals_each_image_matched_alone():
                                expected)
 
 
+def test_batch_costs_equal_each_image_costs():
+    """The costs of a batch in one computation (the GPU path) equal each
+    image's computed alone (the CPU path of match_query_batch)."""
+    from mokd_det.losses.query_kd import matching_costs
+    g = torch.Generator().manual_seed(4)
+    s_cls, t_cls = torch.randn(3, 7, 4, generator=g), \
+        torch.randn(3, 5, 4, generator=g)
+    s_box = torch.rand(3, 7, 4, generator=g) * 0.4 + 0.1
+    t_box = torch.rand(3, 5, 4, generator=g) * 0.4 + 0.1
+    batch = matching_costs(s_cls, s_box, t_cls, t_box, 'sigmoid')
+    assert batch.shape == (3, 7, 5)
+    for b in range(3):
+        torch.testing.assert_close(
+            batch[b], matching_costs(s_cls[b:b + 1], s_box[b:b + 1],
+                                     t_cls[b:b + 1], t_box[b:b + 1],
+                                     'sigmoid')[0])
+
+
 def _head_output(cls, boxes, layers=2):
     """A DETR head's output: (layers, batch=1, queries, ...)."""
     return (cls[None, None].expand(layers, 1, -1, -1).clone(),
