@@ -91,6 +91,8 @@ LEAF = {'kd+bwd': 'kd', 'mokd-exact-features': 'mokd-exact',
 #: only the wrappers that support it (docs/methods.md). Not in the
 #: default set: on the CPU, compiling takes minutes
 COMPILED = ('kd-compiled', 'mkd-compiled')
+#: what a table times unless ``--methods`` says otherwise
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in COMPILED)
 #: the optim wrapper options of the methods that are a leaf's option
 OPTIONS = {'mokd-exact-features': dict(gradients='features'),
            'mokd-amortized-next': dict(weight_signal='next')}
@@ -436,10 +438,13 @@ def estimate(tables: List[str], args) -> None:
     steps = args.warmup + args.rounds * args.steps
     total, rows = 0.0, []
     for table in tables:
-        ms = [recorded.get(table, {}).get(m, slowest) for m in METHODS]
-        seconds = START_S + len(METHODS) * BUILD_S + steps * sum(ms) / 1e3
+        ms = [recorded.get(table, {}).get(m, slowest)
+              for m in DEFAULT_METHODS]
+        seconds = START_S + len(DEFAULT_METHODS) * BUILD_S + \
+            steps * sum(ms) / 1e3
         total += seconds
-        rows.append([table.replace(':', ' ').strip(), str(len(METHODS)),
+        rows.append([table.replace(':', ' ').strip(),
+                     str(len(DEFAULT_METHODS)),
                      str(steps), f'{seconds:.0f}'])
     print(markdown_table(['table', 'methods', 'steps each', 'est. s'],
                          rows))
@@ -457,7 +462,7 @@ def parse_args():
                    help='fp16 autocast + dynamic loss scale (the AMP '
                    'variants of the wrappers)')
     p.add_argument('--methods', nargs='+', choices=METHODS,
-                   default=[m for m in METHODS if m not in COMPILED])
+                   default=list(DEFAULT_METHODS))
     for key in ('batch', 'warmup', 'steps', 'rounds'):
         p.add_argument(f'--{key}', type=int, default=None,
                        help='override the preset')
