@@ -8,8 +8,9 @@ loss's with ``retain_graph``); DOT; MoKD exact, on the parameters and at
 the shared features (``gradients='features'``, one backward through the
 backbone); MoKD amortized, with its loss recomputation hook and without it
 (``weight_signal='next'``); MKD (with its meta hook; its meta update every
-``--mkd-interval`` steps, by default the config's 20 where ``--steps`` is a
-multiple of it and otherwise once per round, so say which); the CWD and PKD
+``--mkd-interval`` steps, by default the config's (10 in the quickstart
+leaf, 20 in the COCO ones) where ``--steps`` is a multiple of it and
+otherwise once per round, so say which); the CWD and PKD
 feature-loss baselines (plain SGD); and, on request, plain KD and MKD with
 ``train_step`` compiled as mmengine's ``compile=True`` does
 (``kd-compiled``, ``mkd-compiled``: the warm-up includes the compilation).
