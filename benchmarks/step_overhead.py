@@ -66,7 +66,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.logging import MessageHub, MMLogger
@@ -219,11 +219,12 @@ _PLAN_MODELS: Dict[str, torch.nn.Module] = {}
 
 def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     from mmdet.registry import MODELS
+    leaf = LEAF.get(method, method)
     if method == 'student':
         cfg = load_config(preset['student'])
         no_pretrained(cfg.model)
     else:
-        cfg = load_config(preset['leaf'].format(LEAF.get(method, method)))
+        cfg = load_config(preset['leaf'].format(leaf))
         no_pretrained(cfg.model.student)
         random_teacher(cfg, osp.join(tmpdir, 'teacher.pth'))
     # learning rate 0: the same kernels run (the cost does not depend on
@@ -238,10 +239,9 @@ def build(method: str, preset: dict, args, tmpdir: str) -> Bench:
     cfg.optim_wrapper.update(OPTIONS.get(method, {}))
     if method != 'student' and args.objectives:
         with_objectives(cfg, method, args.objectives)
-    if LEAF.get(method, method) == 'mkd' and args.mkd_interval:
+    if leaf == 'mkd' and args.mkd_interval:
         cfg.optim_wrapper.interval = args.mkd_interval
-    elif LEAF.get(method, method) == 'mkd' and \
-            args.steps % cfg.optim_wrapper.interval:
+    elif leaf == 'mkd' and args.steps % cfg.optim_wrapper.interval:
         cfg.optim_wrapper.interval = args.steps
     if args.amp:
         try:
@@ -333,9 +333,9 @@ def reset_peak_rss() -> float:
     return proc_status_mib('VmRSS')
 
 
-def peak_rss(args) -> Dict[str, float]:
-    """Each method's peak RSS in MiB, from its own subprocess
-    (``--alone``)."""
+def peak_rss(args) -> Dict[str, Tuple[float, float]]:
+    """Each method's ``(peak RSS, rise above the resting size)`` in MiB,
+    from its own subprocess (``--alone``)."""
     out = {}
     for method in args.methods:
         cmd = [sys.executable, osp.abspath(__file__), '--preset',
